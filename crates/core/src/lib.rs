@@ -1,0 +1,2 @@
+//! ontime-core
+pub mod timer;

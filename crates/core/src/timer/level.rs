@@ -1,0 +1,1 @@
+//! One level of the wheel: 64 slots and an occupied bitmap.
