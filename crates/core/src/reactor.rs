@@ -267,6 +267,14 @@ pub struct Reactor<M = ()> {
     stopping: bool,
 }
 
+impl Reactor {
+    /// A [`Builder`] to configure a reactor; [`Builder::build`] makes a
+    /// reactor of any message type.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
 impl<M> Reactor<M> {
     /// A reactor with the default settings (see [`Builder`]).
     ///
@@ -275,11 +283,6 @@ impl<M> Reactor<M> {
     /// Any error creating the OS poller or its waker.
     pub fn new() -> io::Result<Reactor<M>> {
         Builder::default().build()
-    }
-
-    /// A [`Builder`] to configure a reactor.
-    pub fn builder() -> Builder {
-        Builder::default()
     }
 
     /// A handle for other threads: see [`Remote`].

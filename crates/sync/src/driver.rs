@@ -1,0 +1,654 @@
+//! The driver: one `ontime_core::Reactor` shared by every blocking thread,
+//! driven by whichever of them is waiting (leader/follower).
+//!
+//! A thread whose call must wait first tries to take the reactor lock. If it
+//! gets it, it is the *leader*: it files its wait directly and turns the
+//! reactor until its own wait is settled, waking the other waiters whose
+//! sockets become ready or whose deadlines pass on the way. If another thread
+//! leads, it is a *follower*: it posts its wait to the leader through the
+//! reactor's `Remote` and parks with its own deadline, so its timeout never
+//! depends on the leader's progress. A leader that is done hands the role to
+//! a waiting follower (the "baton"), so no waiter is stranded without a
+//! thread polling for it.
+//!
+//! Lost wake-ups are prevented by readiness *ticks*: each source counts the
+//! readiness events seen per direction. A caller reads the tick before it
+//! tries its operation and sends it with its wait; the leader settles a wait
+//! at once if the tick has moved since. A follower re-reads the tick after
+//! posting, which covers an event dispatched between its try and the leader
+//! draining the queue. That is why a wait on an already-registered source
+//! needs no wake-up of the leader at all: the event it waits for wakes it.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use ontime_core::unix::SourceFd;
+use ontime_core::{Direction, Handler, Interest, Reactor, Ready, Remote, TimerId, Token};
+use slab::Slab;
+
+use crate::mode::Deadline;
+
+/// Readiness bookkeeping of one socket, shared by its handles and the driver.
+#[derive(Debug)]
+pub(crate) struct Source {
+    /// Readiness events seen, by [`Direction`] index: bumped by the leader
+    /// on each event, and by `shutdown` to wake waiters.
+    ticks: [AtomicU64; 2],
+    /// The tick each direction was at when a call last got `WouldBlock`:
+    /// the socket is known ready while its tick is past this.
+    blocked: [AtomicU64; 2],
+    /// The reactor token, or `UNREGISTERED`. Written by the leader only.
+    token: AtomicUsize,
+    /// Set before the first wait is posted: from then on the socket may be
+    /// registered, and closing it must go through the driver.
+    engaged: AtomicBool,
+    /// Set when the driver has let go of the socket; waits on it settle at once.
+    closed: AtomicBool,
+}
+
+const UNREGISTERED: usize = usize::MAX;
+
+impl Source {
+    pub(crate) fn new() -> Source {
+        Source {
+            ticks: [AtomicU64::new(0), AtomicU64::new(0)],
+            blocked: [AtomicU64::new(0), AtomicU64::new(0)],
+            token: AtomicUsize::new(UNREGISTERED),
+            engaged: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The readiness tick in `direction`: read it *before* trying an
+    /// operation, and pass it to [`wait`].
+    pub(crate) fn tick(&self, direction: Direction) -> u64 {
+        self.ticks[index(direction)].load(Ordering::Acquire)
+    }
+
+    /// Records that a call tried at `tick` got `WouldBlock`.
+    pub(crate) fn set_blocked(&self, direction: Direction, tick: u64) {
+        self.blocked[index(direction)].store(tick, Ordering::Release);
+    }
+
+    /// Whether the reactor saw the socket become ready in `direction` since
+    /// a call last got `WouldBlock` (see [`crate::select`]).
+    pub(crate) fn known_ready(&self, direction: Direction) -> bool {
+        self.is_registered() && self.tick(direction) != self.blocked[index(direction)].load(Ordering::Acquire)
+    }
+
+    fn bump(&self, direction: Direction) {
+        self.ticks[index(direction)].fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn is_registered(&self) -> bool {
+        self.token.load(Ordering::Acquire) != UNREGISTERED
+    }
+}
+
+fn index(direction: Direction) -> usize {
+    match direction {
+        Direction::Read => 0,
+        Direction::Write => 1,
+    }
+}
+
+/// A socket as the driver sees it: its readiness state and its descriptor.
+pub(crate) trait Registered: Send + Sync + 'static {
+    fn source(&self) -> &Source;
+    fn raw_fd(&self) -> RawFd;
+}
+
+/// A socket together with its [`Source`]. The driver keeps an `Arc` of it
+/// while the socket is registered, so the descriptor stays open until it has
+/// been deregistered, however the handles were dropped.
+#[derive(Debug)]
+pub(crate) struct Io<S> {
+    pub(crate) sock: S,
+    pub(crate) source: Source,
+}
+
+impl<S: AsRawFd + Send + Sync + 'static> Registered for Io<S> {
+    fn source(&self) -> &Source {
+        &self.source
+    }
+    fn raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+/// One socket handle's share of an [`Io`]: when it is dropped, the driver
+/// deregisters the socket before its descriptor is closed.
+#[derive(Debug)]
+pub(crate) struct Handle<S: AsRawFd + Send + Sync + 'static> {
+    io: Arc<Io<S>>,
+}
+
+impl<S: AsRawFd + Send + Sync + 'static> Handle<S> {
+    /// Wraps a socket that is already in non-blocking mode.
+    pub(crate) fn new(sock: S) -> Handle<S> {
+        Handle {
+            io: Arc::new(Io {
+                sock,
+                source: Source::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn io(&self) -> &Arc<Io<S>> {
+        &self.io
+    }
+
+    /// Wakes every call waiting on this socket (used by `shutdown`, R13).
+    pub(crate) fn kick(&self) {
+        let source = &self.io.source;
+        // Waits not yet filed see the moved ticks and settle at once.
+        source.bump(Direction::Read);
+        source.bump(Direction::Write);
+        if source.engaged.load(Ordering::Acquire) {
+            if let Some(driver) = DRIVER.get() {
+                driver.submit(Request::Kick(self.io.clone()));
+            }
+        }
+    }
+}
+
+impl<S: AsRawFd + Send + Sync + 'static> std::ops::Deref for Handle<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.io.sock
+    }
+}
+
+impl<S: AsRawFd + Send + Sync + 'static> Drop for Handle<S> {
+    fn drop(&mut self) {
+        if self.io.source.engaged.load(Ordering::Acquire) {
+            if let Some(driver) = DRIVER.get() {
+                driver.submit(Request::Close(self.io.clone()));
+            }
+        }
+    }
+}
+
+/// A thread's pending wait.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    /// One of `WAITING`, `READY`, `TIMED_OUT`, `FAILED`; leaves `WAITING` once.
+    state: AtomicU8,
+    /// With `FAILED`: the OS error registering the socket.
+    errno: AtomicI32,
+    /// Set when a finished leader asked this thread to take over.
+    baton: AtomicBool,
+    thread: Thread,
+}
+
+const WAITING: u8 = 0;
+const READY: u8 = 1;
+const TIMED_OUT: u8 = 2;
+const FAILED: u8 = 3;
+
+impl Waiter {
+    fn new() -> Waiter {
+        Waiter {
+            state: AtomicU8::new(WAITING),
+            errno: AtomicI32::new(0),
+            baton: AtomicBool::new(false),
+            thread: thread::current(),
+        }
+    }
+
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.state() == WAITING
+    }
+
+    /// Settles the wait, if it is still open, and wakes its thread.
+    fn settle(&self, to: u8) -> bool {
+        let settled = self
+            .state
+            .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if settled {
+            self.thread.unpark();
+        }
+        settled
+    }
+
+    fn outcome(&self) -> io::Result<Outcome> {
+        match self.state() {
+            READY => Ok(Outcome::Ready),
+            TIMED_OUT => Ok(Outcome::TimedOut),
+            FAILED => Err(io::Error::from_raw_os_error(self.errno.load(Ordering::Acquire))),
+            state => unreachable!("outcome of an open wait (state {state})"),
+        }
+    }
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// A readiness event came (or the socket was shut down): try again.
+    Ready,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// One socket and direction a wait is for, with the tick read before the try.
+pub(crate) struct Target {
+    pub(crate) io: Arc<dyn Registered>,
+    pub(crate) direction: Direction,
+    pub(crate) tick: u64,
+}
+
+/// What threads ask of the leader.
+pub(crate) enum Request {
+    Wait {
+        targets: Vec<Target>,
+        deadline: Option<Instant>,
+        waiter: Arc<Waiter>,
+    },
+    /// Wake every waiter of a socket.
+    Kick(Arc<dyn Registered>),
+    /// Deregister a socket whose last handle is gone.
+    Close(Arc<dyn Registered>),
+}
+
+/// The leader's state: the reactor and what its handler needs.
+struct Core {
+    reactor: Reactor<Request>,
+    dispatch: Dispatch,
+}
+
+/// The handler: who waits for which socket and which timer.
+#[derive(Default)]
+struct Dispatch {
+    /// By token index.
+    entries: Vec<Option<Entry>>,
+    /// The deadline timers of open waits.
+    timers: HashMap<TimerId, Arc<Waiter>>,
+}
+
+struct Entry {
+    io: Arc<dyn Registered>,
+    /// Open waits, by direction index.
+    waits: [Vec<Pending>; 2],
+}
+
+struct Pending {
+    waiter: Arc<Waiter>,
+    timer: Option<TimerId>,
+}
+
+impl Dispatch {
+    fn file(&mut self, reactor: &mut Reactor<Request>, targets: &[Target], deadline: Option<Instant>, waiter: &Arc<Waiter>) {
+        if !waiter.is_waiting() {
+            // Settled by its own thread already (its deadline passed).
+            return;
+        }
+        // First settle at once if any target moved; only then register.
+        for target in targets {
+            let source = target.io.source();
+            if source.closed.load(Ordering::Acquire) || source.tick(target.direction) != target.tick {
+                waiter.settle(READY);
+                return;
+            }
+        }
+        let timer = deadline.map(|deadline| {
+            let timer = reactor.timer_at(deadline);
+            self.timers.insert(timer, Arc::clone(waiter));
+            timer
+        });
+        for target in targets {
+            let token = match self.register(reactor, &target.io) {
+                Ok(token) => token,
+                Err(e) => {
+                    log::debug!("registering fd {} failed: {e}", target.io.raw_fd());
+                    waiter.errno.store(e.raw_os_error().unwrap_or(0), Ordering::Release);
+                    waiter.settle(FAILED);
+                    break;
+                }
+            };
+            let entry = self.entries[token.0].as_mut().expect("registered token has an entry");
+            let waits = &mut entry.waits[index(target.direction)];
+            waits.retain(|pending| pending.waiter.is_waiting());
+            waits.push(Pending {
+                waiter: Arc::clone(waiter),
+                timer,
+            });
+            // Registering may itself have dispatched nothing yet, but the
+            // tick may have moved on another thread's shutdown: check again.
+            if target.io.source().tick(target.direction) != target.tick {
+                waiter.settle(READY);
+                break;
+            }
+        }
+        if !waiter.is_waiting() {
+            if let Some(timer) = timer {
+                self.timers.remove(&timer);
+                reactor.cancel_timer(timer);
+            }
+        }
+    }
+
+    fn register(&mut self, reactor: &mut Reactor<Request>, io: &Arc<dyn Registered>) -> io::Result<Token> {
+        let source = io.source();
+        let token = source.token.load(Ordering::Acquire);
+        if token != UNREGISTERED {
+            return Ok(Token(token));
+        }
+        let fd = io.raw_fd();
+        let token = reactor.register(&mut SourceFd(&fd), Interest::READABLE | Interest::WRITABLE)?;
+        if self.entries.len() <= token.0 {
+            self.entries.resize_with(token.0 + 1, || None);
+        }
+        self.entries[token.0] = Some(Entry {
+            io: Arc::clone(io),
+            waits: [Vec::new(), Vec::new()],
+        });
+        source.token.store(token.0, Ordering::Release);
+        Ok(token)
+    }
+
+    fn wake(&mut self, reactor: &mut Reactor<Request>, token: usize, direction: Direction) {
+        let Some(Some(entry)) = self.entries.get_mut(token) else {
+            return;
+        };
+        for pending in entry.waits[index(direction)].drain(..) {
+            if pending.waiter.settle(READY) {
+                if let Some(timer) = pending.timer {
+                    self.timers.remove(&timer);
+                    reactor.cancel_timer(timer);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, reactor: &mut Reactor<Request>, io: &Arc<dyn Registered>) {
+        let source = io.source();
+        source.closed.store(true, Ordering::Release);
+        let token = source.token.swap(UNREGISTERED, Ordering::AcqRel);
+        if token == UNREGISTERED {
+            return;
+        }
+        let fd = io.raw_fd();
+        if let Err(e) = reactor.deregister(&mut SourceFd(&fd), Token(token)) {
+            log::debug!("deregistering fd {fd} failed: {e}");
+        }
+        self.wake(reactor, token, Direction::Read);
+        self.wake(reactor, token, Direction::Write);
+        // Dropping the entry drops the driver's Arc: the descriptor closes
+        // now if no handle is left.
+        self.entries[token] = None;
+    }
+}
+
+impl Handler<Request> for Dispatch {
+    fn ready(&mut self, reactor: &mut Reactor<Request>, token: Token, ready: Ready) {
+        for direction in [Direction::Read, Direction::Write] {
+            if ready.settles(direction) {
+                let Some(Some(entry)) = self.entries.get(token.0) else {
+                    return;
+                };
+                entry.io.source().bump(direction);
+                self.wake(reactor, token.0, direction);
+            }
+        }
+    }
+
+    fn timer(&mut self, _: &mut Reactor<Request>, timer: TimerId) {
+        if let Some(waiter) = self.timers.remove(&timer) {
+            waiter.settle(TIMED_OUT);
+        }
+    }
+
+    fn message(&mut self, reactor: &mut Reactor<Request>, request: Request) {
+        match request {
+            Request::Wait {
+                targets,
+                deadline,
+                waiter,
+            } => self.file(reactor, &targets, deadline, &waiter),
+            Request::Kick(io) => {
+                let token = io.source().token.load(Ordering::Acquire);
+                if token != UNREGISTERED {
+                    self.wake(reactor, token, Direction::Read);
+                    self.wake(reactor, token, Direction::Write);
+                }
+            }
+            Request::Close(io) => self.close(reactor, &io),
+        }
+    }
+}
+
+/// The process's one driver.
+static DRIVER: OnceLock<Driver> = OnceLock::new();
+
+struct Driver {
+    /// Whoever holds this lock leads: it alone turns the reactor.
+    core: Mutex<Core>,
+    remote: Remote<Request>,
+    /// Threads parked in a wait that may be asked to lead.
+    followers: Mutex<Slab<Arc<Waiter>>>,
+}
+
+impl Driver {
+    fn get() -> io::Result<&'static Driver> {
+        if let Some(driver) = DRIVER.get() {
+            return Ok(driver);
+        }
+        let reactor: Reactor<Request> = Reactor::builder().messages_per_turn(1024).build()?;
+        let remote = reactor.remote();
+        let driver = Driver {
+            core: Mutex::new(Core {
+                reactor,
+                dispatch: Dispatch::default(),
+            }),
+            remote,
+            followers: Mutex::new(Slab::new()),
+        };
+        // Two threads may race here; the loser's reactor is simply dropped.
+        let _ = DRIVER.set(driver);
+        Ok(DRIVER.get().expect("driver was just set"))
+    }
+
+    fn try_lead(&self) -> Option<MutexGuard<'_, Core>> {
+        match self.core.try_lock() {
+            Ok(core) => Some(core),
+            // A panic inside a handler cannot leave the core half-updated in
+            // a way that matters to other waiters more than a lost wake-up,
+            // and each waiter has its own deadline.
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn followers(&self) -> MutexGuard<'_, Slab<Arc<Waiter>>> {
+        self.followers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a request now if no one leads, else hands it to the leader.
+    fn submit(&self, request: Request) {
+        if let Some(mut core) = self.try_lead() {
+            let Core { reactor, dispatch } = &mut *core;
+            dispatch.message(reactor, request);
+            drop(core);
+            self.after_lead();
+            return;
+        }
+        if let Err(e) = self.remote.send(request) {
+            log::warn!("the sync driver's reactor is gone: {e}");
+            return;
+        }
+        // Pairs with the fence in `after_lead`: either the leader sees the
+        // message after unlocking, or this try_lock sees the lock free.
+        fence(Ordering::SeqCst);
+        if let Some(core) = self.try_lead() {
+            self.turn_once(core);
+        }
+    }
+
+    /// Turns the reactor without blocking, to handle queued requests.
+    fn turn_once(&self, mut core: MutexGuard<'_, Core>) {
+        let Core { reactor, dispatch } = &mut *core;
+        if let Err(e) = reactor.turn(dispatch, Some(Duration::ZERO)) {
+            log::warn!("the sync driver's poll failed: {e}");
+        }
+        drop(core);
+        self.after_lead();
+    }
+
+    /// Leads until `waiter` is settled.
+    fn lead(&self, mut core: MutexGuard<'_, Core>, waiter: &Waiter) -> io::Result<()> {
+        let mut result = Ok(());
+        while waiter.is_waiting() {
+            let Core { reactor, dispatch } = &mut *core;
+            if let Err(e) = reactor.turn(dispatch, None) {
+                result = Err(e);
+                break;
+            }
+        }
+        drop(core);
+        self.after_lead();
+        result
+    }
+
+    /// After unlocking: hand the lead to a follower that still waits, and
+    /// handle requests that arrived while this thread held the lock.
+    fn after_lead(&self) {
+        fence(Ordering::SeqCst);
+        loop {
+            if self.pass_baton() {
+                return;
+            }
+            if self.remote.pending() == 0 {
+                return;
+            }
+            match self.try_lead() {
+                Some(mut core) => {
+                    let Core { reactor, dispatch } = &mut *core;
+                    if let Err(e) = reactor.turn(dispatch, Some(Duration::ZERO)) {
+                        log::warn!("the sync driver's poll failed: {e}");
+                    }
+                }
+                // The holder will do this same check when it lets go.
+                None => return,
+            }
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// Wakes one waiting follower to lead. Returns whether there was one.
+    fn pass_baton(&self) -> bool {
+        let followers = self.followers();
+        match followers.iter().find(|(_, waiter)| waiter.is_waiting()) {
+            Some((_, waiter)) => {
+                waiter.baton.store(true, Ordering::Release);
+                waiter.thread.unpark();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Follows: posts the wait, parks, leads if the lock comes free.
+    fn follow(&self, request: Request, waiter: &Arc<Waiter>, deadline: Option<Instant>, recheck: &dyn Fn() -> bool) -> io::Result<()> {
+        let key = self.followers().insert(Arc::clone(waiter));
+        let wake_leader = match &request {
+            Request::Wait { targets, .. } => targets.iter().any(|t| !t.io.source().is_registered()),
+            _ => true,
+        };
+        let sent = if wake_leader {
+            self.remote.send(request)
+        } else {
+            self.remote.post(request)
+        };
+        let mut result = match sent {
+            Ok(()) => Ok(()),
+            Err(_) => Err(io::Error::other("the sync driver's reactor is gone")),
+        };
+        fence(Ordering::SeqCst);
+        if result.is_ok() && recheck() {
+            // A readiness event was dispatched between the try and the post.
+            waiter.settle(READY);
+        }
+        while result.is_ok() && waiter.is_waiting() {
+            waiter.baton.store(false, Ordering::Release);
+            if let Some(core) = self.try_lead() {
+                result = self.lead(core, waiter);
+                break;
+            }
+            match deadline {
+                None => thread::park(),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        waiter.settle(TIMED_OUT);
+                        break;
+                    }
+                    thread::park_timeout(deadline - now);
+                }
+            }
+        }
+        self.followers().remove(key);
+        if waiter.baton.load(Ordering::Acquire) {
+            // Asked to lead but leaving: pass the request on.
+            self.pass_baton();
+        }
+        if result.is_err() {
+            // Whatever happened, never return with the wait still open.
+            waiter.settle(READY);
+        }
+        result
+    }
+}
+
+/// Waits until one of `targets` is ready, the deadline passes, or the socket
+/// is shut down. The caller read each target's tick before trying its
+/// operation; the wait settles at once if a tick has moved since.
+///
+/// # Errors
+///
+/// Any error creating the driver's reactor, polling, or registering a socket.
+pub(crate) fn wait(targets: Vec<Target>, deadline: Deadline) -> io::Result<Outcome> {
+    let deadline = match deadline {
+        Deadline::Now => return Ok(Outcome::TimedOut),
+        Deadline::At(at) => {
+            if Instant::now() >= at {
+                return Ok(Outcome::TimedOut);
+            }
+            Some(at)
+        }
+        Deadline::Never => None,
+    };
+    let driver = Driver::get()?;
+    for target in &targets {
+        target.io.source().engaged.store(true, Ordering::Release);
+    }
+    let waiter = Arc::new(Waiter::new());
+    if let Some(mut core) = driver.try_lead() {
+        let Core { reactor, dispatch } = &mut *core;
+        dispatch.file(reactor, &targets, deadline, &waiter);
+        drop(targets);
+        driver.lead(core, &waiter)?;
+        return waiter.outcome();
+    }
+    let ticks: Vec<(Arc<dyn Registered>, Direction, u64)> = targets
+        .iter()
+        .map(|t| (Arc::clone(&t.io), t.direction, t.tick))
+        .collect();
+    let recheck = move || ticks.iter().any(|(io, direction, tick)| io.source().tick(*direction) != *tick);
+    let request = Request::Wait {
+        targets,
+        deadline,
+        waiter: Arc::clone(&waiter),
+    };
+    driver.follow(request, &waiter, deadline, &recheck)?;
+    waiter.outcome()
+}

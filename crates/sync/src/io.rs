@@ -1,0 +1,87 @@
+//! The one retry loop: try the call; on `WouldBlock`, wait for readiness
+//! until the call's deadline; try again.
+//!
+//! Every facade operation goes through [`retry`]. The deadline is computed
+//! once by the caller, at entry (rule R3), so spurious wake-ups, signals and
+//! partial progress never extend it.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use ontime_core::Direction;
+
+use crate::driver::{self, Handle, Outcome, Registered, Target};
+use crate::mode::{timed_out, Deadline};
+
+/// Runs `op` on `handle` until it does not report `WouldBlock`, waiting for
+/// readiness in `direction` in between, until `deadline`.
+///
+/// - `Deadline::Now` (non-blocking): one try; `WouldBlock` is returned as is.
+/// - `Deadline::At` (timeout mode): `TimedOut` ("timed out") once the
+///   deadline passes with the call still unable to complete.
+/// - `Deadline::Never` (blocking): waits as long as it takes.
+///
+/// `Interrupted` from the system call is retried (rule R5). Every other
+/// result, success or OS error, is returned untouched (rule R2).
+pub(crate) fn retry<S, R>(
+    handle: &Handle<S>,
+    direction: Direction,
+    deadline: Deadline,
+    mut op: impl FnMut(&S) -> io::Result<R>,
+) -> io::Result<R>
+where
+    S: AsRawFd + Send + Sync + 'static,
+{
+    let io = handle.io();
+    loop {
+        // Read before the try: a readiness event after it moves the tick.
+        let tick = io.source.tick(direction);
+        match op(&io.sock) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                io.source.set_blocked(direction, tick);
+                if deadline == Deadline::Now {
+                    return Err(e);
+                }
+                let io: Arc<dyn Registered> = io.clone();
+                let targets = vec![Target { io, direction, tick }];
+                if driver::wait(targets, deadline)? == Outcome::TimedOut {
+                    return Err(timed_out());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
+/// Calls `op` with ever smaller remainders of `len` bytes until all are
+/// done, within ONE deadline for the whole call (Python's `sendall` since
+/// 3.5; also `read_exact`). `op` returns how many bytes it handled, 0 for
+/// end of file.
+///
+/// # Errors
+///
+/// `eof` if `op` returns 0 before `len` bytes are done; otherwise as
+/// [`retry`], including `TimedOut` when the one deadline passes part-way
+/// (the bytes already handled are then lost to the caller, as in Python).
+pub(crate) fn retry_all<S>(
+    handle: &Handle<S>,
+    direction: Direction,
+    deadline: Deadline,
+    len: usize,
+    eof: fn() -> io::Error,
+    mut op: impl FnMut(&S, usize) -> io::Result<usize>,
+) -> io::Result<()>
+where
+    S: AsRawFd + Send + Sync + 'static,
+{
+    let mut done = 0;
+    while done < len {
+        match retry(handle, direction, deadline, |sock| op(sock, done))? {
+            0 => return Err(eof()),
+            n => done += n,
+        }
+    }
+    Ok(())
+}

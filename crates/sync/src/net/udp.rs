@@ -1,0 +1,3 @@
+//! `UdpSocket`.
+/// A UDP socket.
+pub struct UdpSocket;

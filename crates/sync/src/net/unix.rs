@@ -1,0 +1,7 @@
+//! Unix sockets.
+/// x
+pub struct UnixStream;
+/// x
+pub struct UnixListener;
+/// x
+pub struct UnixDatagram;

@@ -1,0 +1,125 @@
+//! [`select`]: Python's `select.select` over facade sockets, on the reactor.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ontime_core::Direction;
+
+use crate::driver::{self, Outcome, Registered, Target};
+use crate::mode::Deadline;
+use crate::Mode;
+
+/// A socket that [`select`] can watch: every socket type of this crate.
+pub trait Selectable {
+    /// The socket's handle in the reactor. Only this crate's sockets have one.
+    fn select_handle(&self) -> SelectHandle;
+}
+
+/// A socket's handle in the reactor, for [`select`]; it has no public
+/// constructor.
+pub struct SelectHandle {
+    io: Arc<dyn Registered>,
+}
+
+impl SelectHandle {
+    pub(crate) fn new(io: Arc<dyn Registered>) -> SelectHandle {
+        SelectHandle { io }
+    }
+}
+
+impl std::fmt::Debug for SelectHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelectHandle").field("fd", &self.io.raw_fd()).finish()
+    }
+}
+
+/// Which of the sockets given to [`select`] are ready, by position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selected {
+    /// Positions in `read` of the sockets ready to read (or accept).
+    pub readable: Vec<usize>,
+    /// Positions in `write` of the sockets ready to write.
+    pub writable: Vec<usize>,
+}
+
+impl Selected {
+    /// Whether no socket is ready (the timeout passed).
+    pub fn is_empty(&self) -> bool {
+        self.readable.is_empty() && self.writable.is_empty()
+    }
+}
+
+/// Waits until one of the `read` sockets is readable or one of the `write`
+/// sockets is writable, as Python's `select.select(read, write, [], timeout)`.
+///
+/// `timeout` follows the modes: `None` waits as long as it takes, zero only
+/// looks, anything else waits at most that long. An empty [`Selected`] means
+/// the timeout passed. The wait is a registration in the same reactor that
+/// the sockets' own calls use, not a `select(2)`.
+///
+/// A socket counts as ready once the reactor has seen it become ready since
+/// a call on it last reported `WouldBlock`. As with `select(2)`, readiness
+/// can be stale by the time the caller acts (another thread may read first,
+/// or the data may have been read without reaching `WouldBlock`), so use
+/// non-blocking mode and expect the occasional `WouldBlock`. The first time
+/// a socket is selected it is registered with the reactor, so a zero
+/// timeout waits up to a millisecond for the reactor to report its state.
+///
+/// # Errors
+///
+/// Any error of the reactor (creating it, polling, registering a socket).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ontime_sync::{select, TcpListener, TcpStream};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// listener.set_blocking(false)?;
+/// let _client = TcpStream::connect(listener.local_addr()?)?;
+/// let ready = select(&[&listener], &[], Some(Duration::from_secs(5)))?;
+/// assert_eq!(ready.readable, vec![0]);
+/// let (_conn, _) = listener.accept()?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn select(read: &[&dyn Selectable], write: &[&dyn Selectable], timeout: Option<Duration>) -> io::Result<Selected> {
+    let mut deadline = Mode::from_timeout(timeout).deadline();
+    let watched: Vec<(SelectHandle, Direction)> = read
+        .iter()
+        .map(|s| (s.select_handle(), Direction::Read))
+        .chain(write.iter().map(|s| (s.select_handle(), Direction::Write)))
+        .collect();
+    if deadline == Deadline::Now && watched.iter().any(|(h, _)| !h.io.source().is_registered()) {
+        // Give the reactor one tick to register the new ones and report them.
+        deadline = Deadline::At(Instant::now() + Duration::from_millis(1));
+    }
+    loop {
+        let mut selected = Selected::default();
+        for (position, (handle, direction)) in watched.iter().enumerate() {
+            if handle.io.source().known_ready(*direction) {
+                match direction {
+                    Direction::Read => selected.readable.push(position),
+                    Direction::Write => selected.writable.push(position - read.len()),
+                }
+            }
+        }
+        if !selected.is_empty() {
+            return Ok(selected);
+        }
+        let targets = watched
+            .iter()
+            .map(|(handle, direction)| Target {
+                io: Arc::clone(&handle.io),
+                direction: *direction,
+                tick: handle.io.source().tick(*direction),
+            })
+            .collect();
+        if driver::wait(targets, deadline)? == Outcome::TimedOut {
+            return Ok(Selected::default());
+        }
+    }
+}
