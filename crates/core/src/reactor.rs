@@ -396,6 +396,9 @@ impl<M> Reactor<M> {
         for key in registration.deadlines.iter_mut().filter_map(Option::take) {
             self.wheel.cancel(key);
         }
+        // Requeued readiness must not outlive the registration: the token
+        // may have a new owner by the next turn.
+        self.requeued.retain(|(requeued, _)| *requeued != token);
         if self.dispatching {
             registration.released = true;
             self.released.push(token.0);
@@ -759,7 +762,7 @@ impl<M> Reactor<M> {
 
     /// How long the next poll may block.
     fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
-        if self.stopping || !self.requeued.is_empty() || self.shared.has_pending() {
+        if !self.requeued.is_empty() || self.shared.has_pending() {
             return Some(Duration::ZERO);
         }
         let until_timer = self.wheel.next_expiration().map(|tick| {
