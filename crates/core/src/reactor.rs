@@ -149,6 +149,11 @@ impl Default for Builder {
 }
 
 impl Builder {
+    /// The default settings (the same as [`Reactor::builder`]).
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
     /// Length of one tick of the timer wheel (default 1 ms). Deadlines are
     /// rounded up to a tick: a timer fires no earlier than asked and, on an
     /// idle machine, less than a tick plus the scheduler's wake-up latency
@@ -354,7 +359,12 @@ impl<M> Reactor<M> {
     /// # Errors
     ///
     /// `NotFound` if `token` is not registered; any error from the OS.
-    pub fn reregister<S>(&mut self, source: &mut S, token: Token, interest: Interest) -> io::Result<()>
+    pub fn reregister<S>(
+        &mut self,
+        source: &mut S,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()>
     where
         S: Source + ?Sized,
     {
@@ -426,7 +436,12 @@ impl<M> Reactor<M> {
     /// # Errors
     ///
     /// `NotFound` if `token` is not registered.
-    pub fn set_deadline(&mut self, token: Token, direction: Direction, deadline: Option<Instant>) -> io::Result<()> {
+    pub fn set_deadline(
+        &mut self,
+        token: Token,
+        direction: Direction,
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
         self.live(token)?;
         let current = self.registrations[token.0].deadlines[direction.index()];
         let key = match (current, deadline) {
@@ -460,7 +475,12 @@ impl<M> Reactor<M> {
     /// # Errors
     ///
     /// `NotFound` if `token` is not registered.
-    pub fn set_timeout(&mut self, token: Token, direction: Direction, timeout: Duration) -> io::Result<()> {
+    pub fn set_timeout(
+        &mut self,
+        token: Token,
+        direction: Direction,
+        timeout: Duration,
+    ) -> io::Result<()> {
         self.set_deadline(token, direction, Some(deadline_after(timeout)))
     }
 
@@ -495,7 +515,10 @@ impl<M> Reactor<M> {
     ///
     /// If `period` is zero.
     pub fn interval(&mut self, period: Duration) -> TimerId {
-        assert!(!period.is_zero(), "Reactor::interval: the period must not be zero");
+        assert!(
+            !period.is_zero(),
+            "Reactor::interval: the period must not be zero"
+        );
         self.start_timer(deadline_after(period), Some(period))
     }
 
@@ -570,9 +593,17 @@ impl<M> Reactor<M> {
         self.requeued.push((token, ready));
     }
 
-    /// Makes [`run`](Reactor::run) return after the turn in progress.
+    /// Makes [`run`](Reactor::run) return after the turn in progress. A
+    /// program that drives [`turn`](Reactor::turn) itself checks
+    /// [`is_stopping`](Reactor::is_stopping).
     pub fn stop(&mut self) {
         self.stopping = true;
+    }
+
+    /// Whether [`stop`](Reactor::stop) or [`Remote::stop`] asked the loop to
+    /// stop (cleared when [`run`](Reactor::run) starts).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
     }
 
     // ---- Turning ------------------------------------------------------
@@ -588,6 +619,8 @@ impl<M> Reactor<M> {
         H: Handler<M> + ?Sized,
     {
         log::debug!("run: start");
+        // A stop() from an earlier hand-driven turn is not for this run.
+        self.stopping = false;
         let result = loop {
             if let Err(e) = self.turn(handler, None) {
                 break Err(e);
@@ -613,26 +646,46 @@ impl<M> Reactor<M> {
     /// # Errors
     ///
     /// Any error polling the OS other than `Interrupted` (an interrupted poll
-    /// is a turn with no I/O events). `Other` if called from inside a handler.
+    /// is a turn with no I/O events). `Other` if called from inside a
+    /// handler, or after a handler panicked (the reactor is then poisoned).
     pub fn turn<H>(&mut self, handler: &mut H, max_wait: Option<Duration>) -> io::Result<usize>
     where
         H: Handler<M> + ?Sized,
     {
-        let Some(mut events) = self.events.take() else {
-            return Err(io::Error::other("Reactor::turn called from inside a handler"));
+        if self.dispatching {
+            return Err(io::Error::other(
+                "Reactor::turn called from inside a handler, or after a handler panicked",
+            ));
+        }
+        // Readiness requeued before this turn; what handlers requeue during
+        // it goes to `self.requeued` and waits for the next turn.
+        std::mem::swap(&mut self.requeued, &mut self.requeue_batch);
+        let timeout = if self.requeue_batch.is_empty() {
+            self.poll_timeout(max_wait)
+        } else {
+            Some(Duration::ZERO)
         };
-        let timeout = self.poll_timeout(max_wait);
         log::trace!("poll for {timeout:?}");
+        let mut events = self
+            .events
+            .take()
+            .expect("events are only taken during a turn");
         match self.poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
             Err(e) => {
                 self.events = Some(events);
+                std::mem::swap(&mut self.requeued, &mut self.requeue_batch);
+                self.requeued.append(&mut self.requeue_batch);
                 log::debug!("poll failed: {e}");
                 return Err(e);
             }
         }
 
+        // Until the end of the turn: tokens released now are freed only at
+        // the end, and a nested turn is refused. A handler that panics
+        // leaves this set, so the reactor refuses to turn again rather than
+        // run with a half-dispatched batch.
         self.dispatching = true;
         let mut calls = 0;
         for event in events.iter() {
@@ -650,17 +703,14 @@ impl<M> Reactor<M> {
         }
         self.events = Some(events);
 
-        if !self.requeued.is_empty() {
-            std::mem::swap(&mut self.requeued, &mut self.requeue_batch);
-            let mut batch = std::mem::take(&mut self.requeue_batch);
-            for (token, ready) in batch.drain(..) {
-                if self.settle(token, ready) {
-                    handler.ready(self, token, ready);
-                    calls += 1;
-                }
+        let mut batch = std::mem::take(&mut self.requeue_batch);
+        for (token, ready) in batch.drain(..) {
+            if self.settle(token, ready) {
+                handler.ready(self, token, ready);
+                calls += 1;
             }
-            self.requeue_batch = batch;
         }
+        self.requeue_batch = batch;
 
         if self.shared.take_stop() {
             self.stopping = true;
@@ -669,7 +719,8 @@ impl<M> Reactor<M> {
             handler.woken(self);
             calls += 1;
         }
-        self.shared.drain_into(&mut self.inbox, self.messages_per_turn);
+        self.shared
+            .drain_into(&mut self.inbox, self.messages_per_turn);
         while let Some(message) = self.inbox.pop_front() {
             handler.message(self, message);
             calls += 1;

@@ -170,7 +170,10 @@ mod tests {
 
     #[test]
     fn debug_lists_flags() {
-        assert_eq!(format!("{:?}", Ready::READABLE | Ready::ERROR), "READABLE | ERROR");
+        assert_eq!(
+            format!("{:?}", Ready::READABLE | Ready::ERROR),
+            "READABLE | ERROR"
+        );
         assert_eq!(format!("{:?}", Ready::EMPTY), "EMPTY");
     }
 }

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,8 @@ impl Source {
     /// Whether the reactor saw the socket become ready in `direction` since
     /// a call last got `WouldBlock` (see [`crate::select`]).
     pub(crate) fn known_ready(&self, direction: Direction) -> bool {
-        self.is_registered() && self.tick(direction) != self.blocked[index(direction)].load(Ordering::Acquire)
+        self.is_registered()
+            && self.tick(direction) != self.blocked[index(direction)].load(Ordering::Acquire)
     }
 
     fn bump(&self, direction: Direction) {
@@ -110,6 +111,34 @@ pub(crate) trait Registered: Send + Sync + 'static {
 pub(crate) struct Io<S> {
     pub(crate) sock: S,
     pub(crate) source: Source,
+    /// Every handle made from this socket by `try_clone`, this one included.
+    kin: Arc<Kin>,
+}
+
+/// The descriptors of one socket (`try_clone` duplicates): a shutdown through
+/// any of them must wake calls waiting on all of them, and for some sockets
+/// (a Unix datagram socket shut down for reading) the OS reports nothing.
+#[derive(Default)]
+struct Kin {
+    members: Mutex<Vec<Weak<dyn Registered>>>,
+}
+
+impl std::fmt::Debug for Kin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kin").finish_non_exhaustive()
+    }
+}
+
+impl Kin {
+    fn members(&self) -> MutexGuard<'_, Vec<Weak<dyn Registered>>> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn join(&self, member: Weak<dyn Registered>) {
+        let mut members = self.members();
+        members.retain(|m| m.strong_count() > 0);
+        members.push(member);
+    }
 }
 
 impl<S: AsRawFd + Send + Sync + 'static> Registered for Io<S> {
@@ -131,27 +160,55 @@ pub(crate) struct Handle<S: AsRawFd + Send + Sync + 'static> {
 impl<S: AsRawFd + Send + Sync + 'static> Handle<S> {
     /// Wraps a socket that is already in non-blocking mode.
     pub(crate) fn new(sock: S) -> Handle<S> {
-        Handle {
-            io: Arc::new(Io {
-                sock,
-                source: Source::new(),
-            }),
-        }
+        Handle::with_kin(sock, Arc::default())
+    }
+
+    fn with_kin(sock: S, kin: Arc<Kin>) -> Handle<S> {
+        let io = Arc::new(Io {
+            sock,
+            source: Source::new(),
+            kin,
+        });
+        let member: Arc<dyn Registered> = io.clone();
+        io.kin.join(Arc::downgrade(&member));
+        Handle { io }
+    }
+
+    /// A handle to a duplicate of the socket, made by `dup` (std's
+    /// `try_clone`, which keeps the descriptor non-blocking). It has its own
+    /// registration; a shutdown through either wakes both.
+    ///
+    /// # Errors
+    ///
+    /// The OS error duplicating the descriptor.
+    pub(crate) fn duplicate(&self, dup: impl FnOnce(&S) -> io::Result<S>) -> io::Result<Handle<S>> {
+        let sock = dup(&self.io.sock)?;
+        Ok(Handle::with_kin(sock, Arc::clone(&self.io.kin)))
     }
 
     pub(crate) fn io(&self) -> &Arc<Io<S>> {
         &self.io
     }
 
-    /// Wakes every call waiting on this socket (used by `shutdown`, R13).
+    /// Wakes every call waiting on this socket, through any of its
+    /// duplicates (used by `shutdown`, R13).
     pub(crate) fn kick(&self) {
-        let source = &self.io.source;
-        // Waits not yet filed see the moved ticks and settle at once.
-        source.bump(Direction::Read);
-        source.bump(Direction::Write);
-        if source.engaged.load(Ordering::Acquire) {
-            if let Some(driver) = DRIVER.get() {
-                driver.submit(Request::Kick(self.io.clone()));
+        let members: Vec<Arc<dyn Registered>> = self
+            .io
+            .kin
+            .members()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for member in members {
+            let source = member.source();
+            // Waits not yet filed see the moved ticks and settle at once.
+            source.bump(Direction::Read);
+            source.bump(Direction::Write);
+            if source.engaged.load(Ordering::Acquire) {
+                if let Some(driver) = DRIVER.get() {
+                    driver.submit(Request::Kick(member));
+                }
             }
         }
     }
@@ -225,7 +282,9 @@ impl Waiter {
         match self.state() {
             READY => Ok(Outcome::Ready),
             TIMED_OUT => Ok(Outcome::TimedOut),
-            FAILED => Err(io::Error::from_raw_os_error(self.errno.load(Ordering::Acquire))),
+            FAILED => Err(io::Error::from_raw_os_error(
+                self.errno.load(Ordering::Acquire),
+            )),
             state => unreachable!("outcome of an open wait (state {state})"),
         }
     }
@@ -287,7 +346,13 @@ struct Pending {
 }
 
 impl Dispatch {
-    fn file(&mut self, reactor: &mut Reactor<Request>, targets: &[Target], deadline: Option<Instant>, waiter: &Arc<Waiter>) {
+    fn file(
+        &mut self,
+        reactor: &mut Reactor<Request>,
+        targets: &[Target],
+        deadline: Option<Instant>,
+        waiter: &Arc<Waiter>,
+    ) {
         if !waiter.is_waiting() {
             // Settled by its own thread already (its deadline passed).
             return;
@@ -295,7 +360,8 @@ impl Dispatch {
         // First settle at once if any target moved; only then register.
         for target in targets {
             let source = target.io.source();
-            if source.closed.load(Ordering::Acquire) || source.tick(target.direction) != target.tick {
+            if source.closed.load(Ordering::Acquire) || source.tick(target.direction) != target.tick
+            {
                 waiter.settle(READY);
                 return;
             }
@@ -310,12 +376,16 @@ impl Dispatch {
                 Ok(token) => token,
                 Err(e) => {
                     log::debug!("registering fd {} failed: {e}", target.io.raw_fd());
-                    waiter.errno.store(e.raw_os_error().unwrap_or(0), Ordering::Release);
+                    waiter
+                        .errno
+                        .store(e.raw_os_error().unwrap_or(0), Ordering::Release);
                     waiter.settle(FAILED);
                     break;
                 }
             };
-            let entry = self.entries[token.0].as_mut().expect("registered token has an entry");
+            let entry = self.entries[token.0]
+                .as_mut()
+                .expect("registered token has an entry");
             let waits = &mut entry.waits[index(target.direction)];
             waits.retain(|pending| pending.waiter.is_waiting());
             waits.push(Pending {
@@ -337,14 +407,19 @@ impl Dispatch {
         }
     }
 
-    fn register(&mut self, reactor: &mut Reactor<Request>, io: &Arc<dyn Registered>) -> io::Result<Token> {
+    fn register(
+        &mut self,
+        reactor: &mut Reactor<Request>,
+        io: &Arc<dyn Registered>,
+    ) -> io::Result<Token> {
         let source = io.source();
         let token = source.token.load(Ordering::Acquire);
         if token != UNREGISTERED {
             return Ok(Token(token));
         }
         let fd = io.raw_fd();
-        let token = reactor.register(&mut SourceFd(&fd), Interest::READABLE | Interest::WRITABLE)?;
+        let token =
+            reactor.register(&mut SourceFd(&fd), Interest::READABLE | Interest::WRITABLE)?;
         if self.entries.len() <= token.0 {
             self.entries.resize_with(token.0 + 1, || None);
         }
@@ -558,7 +633,13 @@ impl Driver {
     }
 
     /// Follows: posts the wait, parks, leads if the lock comes free.
-    fn follow(&self, request: Request, waiter: &Arc<Waiter>, deadline: Option<Instant>, recheck: &dyn Fn() -> bool) -> io::Result<()> {
+    fn follow(
+        &self,
+        request: Request,
+        waiter: &Arc<Waiter>,
+        deadline: Option<Instant>,
+        recheck: &dyn Fn() -> bool,
+    ) -> io::Result<()> {
         let key = self.followers().insert(Arc::clone(waiter));
         let wake_leader = match &request {
             Request::Wait { targets, .. } => targets.iter().any(|t| !t.io.source().is_registered()),
@@ -643,7 +724,11 @@ pub(crate) fn wait(targets: Vec<Target>, deadline: Deadline) -> io::Result<Outco
         .iter()
         .map(|t| (Arc::clone(&t.io), t.direction, t.tick))
         .collect();
-    let recheck = move || ticks.iter().any(|(io, direction, tick)| io.source().tick(*direction) != *tick);
+    let recheck = move || {
+        ticks
+            .iter()
+            .any(|(io, direction, tick)| io.source().tick(*direction) != *tick)
+    };
     let request = Request::Wait {
         targets,
         deadline,

@@ -44,7 +44,11 @@ where
                     return Err(e);
                 }
                 let io: Arc<dyn Registered> = io.clone();
-                let targets = vec![Target { io, direction, tick }];
+                let targets = vec![Target {
+                    io,
+                    direction,
+                    tick,
+                }];
                 if driver::wait(targets, deadline)? == Outcome::TimedOut {
                     return Err(timed_out());
                 }

@@ -30,8 +30,10 @@ pub enum Mode {
     Blocking,
     /// Calls fail with [`WouldBlock`](io::ErrorKind::WouldBlock) instead of waiting.
     NonBlocking,
-    /// Calls wait at most this long (never zero), then fail with
-    /// [`TimedOut`](io::ErrorKind::TimedOut).
+    /// Calls wait at most this long, then fail with
+    /// [`TimedOut`](io::ErrorKind::TimedOut). A zero timeout set through
+    /// [`set_mode`](crate::TcpStream::set_mode) is stored as `NonBlocking`,
+    /// as `set_timeout(Some(Duration::ZERO))` is (R1).
     Timeout(Duration),
 }
 
@@ -63,7 +65,9 @@ impl Mode {
             Mode::Blocking => Deadline::Never,
             Mode::NonBlocking => Deadline::Now,
             // A timeout too long to add to now waits as if blocking.
-            Mode::Timeout(d) => Instant::now().checked_add(d).map_or(Deadline::Never, Deadline::At),
+            Mode::Timeout(d) => Instant::now()
+                .checked_add(d)
+                .map_or(Deadline::Never, Deadline::At),
         }
     }
 
@@ -72,10 +76,14 @@ impl Mode {
     fn encode(self) -> u64 {
         match self {
             Mode::Blocking => BLOCKING,
+            // A zero timeout is non-blocking mode, whichever way it was set (R1).
             Mode::NonBlocking => 0,
+            Mode::Timeout(d) if d.is_zero() => 0,
             // Saturates at MAX_NANOS (about 584 years): such a timeout waits
             // as if blocking either way.
-            Mode::Timeout(d) => u64::try_from(d.as_nanos()).unwrap_or(MAX_NANOS).clamp(1, MAX_NANOS),
+            Mode::Timeout(d) => u64::try_from(d.as_nanos())
+                .unwrap_or(MAX_NANOS)
+                .clamp(1, MAX_NANOS),
         }
     }
 
@@ -183,10 +191,19 @@ mod tests {
     }
 
     #[test]
+    fn zero_timeout_mode_is_non_blocking() {
+        let cell = ModeCell::new(Mode::Timeout(Duration::ZERO));
+        assert_eq!(cell.get(), Mode::NonBlocking);
+    }
+
+    #[test]
     fn huge_timeout_saturates_and_waits_as_blocking() {
         let cell = ModeCell::new(Mode::Timeout(Duration::MAX));
         assert_eq!(cell.get(), Mode::Timeout(Duration::from_nanos(MAX_NANOS)));
-        assert!(matches!(cell.get().deadline(), Deadline::At(_) | Deadline::Never));
+        assert!(matches!(
+            cell.get().deadline(),
+            Deadline::At(_) | Deadline::Never
+        ));
     }
 
     #[test]

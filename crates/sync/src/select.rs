@@ -30,7 +30,9 @@ impl SelectHandle {
 
 impl std::fmt::Debug for SelectHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SelectHandle").field("fd", &self.io.raw_fd()).finish()
+        f.debug_struct("SelectHandle")
+            .field("fd", &self.io.raw_fd())
+            .finish()
     }
 }
 
@@ -86,7 +88,11 @@ impl Selected {
 /// # Ok(())
 /// # }
 /// ```
-pub fn select(read: &[&dyn Selectable], write: &[&dyn Selectable], timeout: Option<Duration>) -> io::Result<Selected> {
+pub fn select(
+    read: &[&dyn Selectable],
+    write: &[&dyn Selectable],
+    timeout: Option<Duration>,
+) -> io::Result<Selected> {
     let mut deadline = Mode::from_timeout(timeout).deadline();
     let watched: Vec<(SelectHandle, Direction)> = read
         .iter()

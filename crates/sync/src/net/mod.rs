@@ -169,10 +169,16 @@ pub(crate) use stream_read_write;
 
 /// `UnexpectedEof` for `recv_exact` when the peer closes first.
 pub(crate) fn eof_before_exact() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "failed to fill whole buffer")
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "failed to fill whole buffer",
+    )
 }
 
 /// `WriteZero` for `send_all` when the socket accepts nothing.
 pub(crate) fn wrote_zero() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::WriteZero, "failed to write whole buffer")
+    std::io::Error::new(
+        std::io::ErrorKind::WriteZero,
+        "failed to write whole buffer",
+    )
 }

@@ -85,7 +85,10 @@ stream_read_write!(TcpStream);
 /// # Ok(())
 /// # }
 /// ```
-pub fn create_connection<A: ToSocketAddrs>(addr: A, timeout: Option<Duration>) -> io::Result<TcpStream> {
+pub fn create_connection<A: ToSocketAddrs>(
+    addr: A,
+    timeout: Option<Duration>,
+) -> io::Result<TcpStream> {
     let mode = Mode::from_timeout(timeout);
     let mut last = None;
     for addr in addr.to_socket_addrs()? {
@@ -97,7 +100,12 @@ pub fn create_connection<A: ToSocketAddrs>(addr: A, timeout: Option<Duration>) -
             }
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any addresses")))
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any addresses",
+        )
+    }))
 }
 
 impl TcpStream {
@@ -121,7 +129,9 @@ impl TcpStream {
         };
         match SockRef::from(&*stream.handle).connect(&addr.into()) {
             Ok(()) => return Ok(stream),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(EINPROGRESS) => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.raw_os_error() == Some(EINPROGRESS) => {}
             Err(e) => return Err(e),
         }
         if deadline == Deadline::Now {
@@ -133,7 +143,9 @@ impl TcpStream {
             }
             match sock.peer_addr() {
                 Ok(_) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => Err(io::ErrorKind::WouldBlock.into()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
                 Err(e) => Err(e),
             }
         })?;
@@ -162,7 +174,12 @@ impl TcpStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        retry(&self.handle, Direction::Read, self.deadline(), |mut sock| io::Read::read(&mut sock, buf))
+        retry(
+            &self.handle,
+            Direction::Read,
+            self.deadline(),
+            |mut sock| io::Read::read(&mut sock, buf),
+        )
     }
 
     /// Receives into `buf` without taking the data from the queue.
@@ -174,7 +191,9 @@ impl TcpStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        retry(&self.handle, Direction::Read, self.deadline(), |sock| sock.peek(buf))
+        retry(&self.handle, Direction::Read, self.deadline(), |sock| {
+            sock.peek(buf)
+        })
     }
 
     /// Fills `buf` entirely, within ONE deadline for the whole call (R3).
@@ -186,9 +205,14 @@ impl TcpStream {
     /// in `buf` but their count is lost, as with std's `read_exact`.
     pub fn recv_exact(&self, buf: &mut [u8]) -> io::Result<()> {
         let len = buf.len();
-        retry_all(&self.handle, Direction::Read, self.deadline(), len, eof_before_exact, |mut sock, done| {
-            io::Read::read(&mut sock, &mut buf[done..])
-        })
+        retry_all(
+            &self.handle,
+            Direction::Read,
+            self.deadline(),
+            len,
+            eof_before_exact,
+            |mut sock, done| io::Read::read(&mut sock, &mut buf[done..]),
+        )
     }
 
     /// Sends some of `buf`, as Python's `send`; returns how much was sent.
@@ -198,7 +222,12 @@ impl TcpStream {
     /// `WouldBlock`, `TimedOut`, or the OS error unchanged (`BrokenPipe`
     /// after a local `shutdown(Write)`; the process never gets `SIGPIPE`).
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        retry(&self.handle, Direction::Write, self.deadline(), |mut sock| io::Write::write(&mut sock, buf))
+        retry(
+            &self.handle,
+            Direction::Write,
+            self.deadline(),
+            |mut sock| io::Write::write(&mut sock, buf),
+        )
     }
 
     /// Sends all of `buf`, within ONE deadline for the whole call, as
@@ -209,9 +238,14 @@ impl TcpStream {
     /// As [`send`](TcpStream::send); after an error, how much was sent is
     /// unknown (as in Python).
     pub fn send_all(&self, buf: &[u8]) -> io::Result<()> {
-        retry_all(&self.handle, Direction::Write, self.deadline(), buf.len(), wrote_zero, |mut sock, done| {
-            io::Write::write(&mut sock, &buf[done..])
-        })
+        retry_all(
+            &self.handle,
+            Direction::Write,
+            self.deadline(),
+            buf.len(),
+            wrote_zero,
+            |mut sock, done| io::Write::write(&mut sock, &buf[done..]),
+        )
     }
 
     /// Shuts down the read side, the write side, or both. Calls blocked on
@@ -233,7 +267,10 @@ impl TcpStream {
     ///
     /// The OS error duplicating the descriptor (for example `EMFILE`).
     pub fn try_clone(&self) -> io::Result<TcpStream> {
-        TcpStream::from_std_stream(self.handle.try_clone()?, self.mode())
+        Ok(TcpStream {
+            handle: self.handle.duplicate(net::TcpStream::try_clone)?,
+            mode: ModeCell::new(self.mode()),
+        })
     }
 
     /// The local address.
@@ -352,7 +389,12 @@ impl TcpListener {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any addresses")))
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "could not resolve to any addresses",
+            )
+        }))
     }
 
     fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -371,7 +413,9 @@ impl TcpListener {
     /// `WouldBlock` (non-blocking, none pending), `TimedOut` (timeout mode),
     /// or the OS error unchanged (for example `EMFILE`).
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, addr) = retry(&self.handle, Direction::Read, self.deadline(), |sock| sock.accept())?;
+        let (stream, addr) = retry(&self.handle, Direction::Read, self.deadline(), |sock| {
+            sock.accept()
+        })?;
         Ok((TcpStream::from_std_stream(stream, default_mode())?, addr))
     }
 
@@ -386,9 +430,10 @@ impl TcpListener {
     ///
     /// The OS error duplicating the descriptor.
     pub fn try_clone(&self) -> io::Result<TcpListener> {
-        let clone = TcpListener::from(self.handle.try_clone()?);
-        clone.mode.set(self.mode());
-        Ok(clone)
+        Ok(TcpListener {
+            handle: self.handle.duplicate(net::TcpListener::try_clone)?,
+            mode: ModeCell::new(self.mode()),
+        })
     }
 
     /// The local address.

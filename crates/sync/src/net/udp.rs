@@ -1,3 +1,400 @@
 //! `UdpSocket`.
-/// A UDP socket.
-pub struct UdpSocket;
+
+use std::io;
+use std::net::{self, SocketAddr, ToSocketAddrs};
+
+use ontime_core::Direction;
+
+use crate::driver::Handle;
+use crate::io::retry;
+use crate::mode::{default_mode, ModeCell};
+use crate::net::socket_common;
+
+/// A UDP socket with Python's three modes.
+///
+/// Every call reads the socket's [`Mode`](crate::Mode) when it starts:
+/// blocking calls wait as long as it takes, non-blocking calls fail at once
+/// with `WouldBlock`, and calls in timeout mode fail with `TimedOut` ("timed
+/// out") when the timeout passes. Waiting happens in the shared ontime
+/// reactor; the descriptor itself is always non-blocking.
+///
+/// Any number of threads may use one socket at once through `&UdpSocket`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ontime_sync::UdpSocket;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let a = UdpSocket::bind("127.0.0.1:0")?;
+/// let b = UdpSocket::bind("127.0.0.1:0")?;
+/// b.set_timeout(Some(Duration::from_secs(5)))?;
+///
+/// a.send_to(b"ping", b.local_addr()?)?;
+/// let mut buf = [0; 16];
+/// let (n, from) = b.recv_from(&mut buf)?;
+/// assert_eq!(&buf[..n], b"ping");
+/// assert_eq!(from, a.local_addr()?);
+/// # Ok(())
+/// # }
+/// ```
+pub struct UdpSocket {
+    handle: Handle<net::UdpSocket>,
+    mode: ModeCell,
+}
+
+socket_common!(
+    UdpSocket,
+    "let sock = ontime_sync::UdpSocket::bind(\"127.0.0.1:0\")?;"
+);
+
+impl UdpSocket {
+    /// Binds to `addr`, trying each resolved address in turn as std does; the
+    /// socket has the default timeout's mode (R7).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let sock = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// assert_ne!(sock.local_addr()?.port(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The last address's OS error (for example `AddrInUse`), or
+    /// `InvalidInput` if `addr` resolves to no address.
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
+        UdpSocket::from_std_socket(net::UdpSocket::bind(addr)?, default_mode())
+    }
+
+    /// Wraps a std socket, which is put in non-blocking mode.
+    fn from_std_socket(sock: net::UdpSocket, mode: crate::Mode) -> io::Result<UdpSocket> {
+        sock.set_nonblocking(true)?;
+        Ok(UdpSocket {
+            handle: Handle::new(sock),
+            mode: ModeCell::new(mode),
+        })
+    }
+
+    /// Sets the socket's default destination, and limits [`recv`](UdpSocket::recv)
+    /// to datagrams from it. This completes at once for UDP, in every mode:
+    /// nothing is sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let a = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// let b = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// a.connect(b.local_addr()?)?;
+    /// assert_eq!(a.peer_addr()?, b.local_addr()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The last address's OS error, or `InvalidInput` if `addr` resolves to
+    /// no address.
+    pub fn connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<()> {
+        self.handle.connect(addr)
+    }
+
+    /// Receives one datagram into `buf`, as Python's `recvfrom`; returns its
+    /// length and its sender. A datagram longer than `buf` is cut to fit and
+    /// the rest is lost.
+    ///
+    /// Unlike [`recv`](UdpSocket::recv), an empty `buf` is not answered at
+    /// once: the sender's address is only known from a datagram, so the call
+    /// waits for one as any other and consumes it, returning `(0, sender)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let a = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// let b = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// a.send_to(b"hi", b.local_addr()?)?;
+    /// let mut buf = [0; 8];
+    /// assert_eq!(b.recv_from(&mut buf)?, (2, a.local_addr()?));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (non-blocking, nothing queued), `TimedOut` (timeout mode,
+    /// nothing arrived in time), or the OS error unchanged (for example
+    /// `ConnectionRefused` after an earlier send to a closed port).
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        retry(&self.handle, Direction::Read, self.deadline(), |sock| {
+            sock.recv_from(buf)
+        })
+    }
+
+    /// Receives one datagram into `buf` and its sender, without taking it
+    /// from the queue. As with [`recv_from`](UdpSocket::recv_from), an empty
+    /// `buf` waits for a datagram (but leaves it queued).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let a = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// let b = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// a.send_to(b"hi", b.local_addr()?)?;
+    /// let mut buf = [0; 8];
+    /// assert_eq!(b.peek_from(&mut buf)?, (2, a.local_addr()?));
+    /// assert_eq!(b.recv_from(&mut buf)?, (2, a.local_addr()?));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_from`](UdpSocket::recv_from).
+    pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        retry(&self.handle, Direction::Read, self.deadline(), |sock| {
+            sock.peek_from(buf)
+        })
+    }
+
+    /// Sends `buf` as one datagram to `addr`, as Python's `sendto`; returns
+    /// how many bytes were sent.
+    ///
+    /// `addr` is resolved once, before any wait, and the datagram goes to the
+    /// first address it resolves to (as std does).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let a = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// let b = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// assert_eq!(a.send_to(b"hi", b.local_addr()?)?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `addr` resolves to no address, or resolution's own
+    /// error; `WouldBlock` (non-blocking, send buffer full), `TimedOut`
+    /// (timeout mode), or the OS error unchanged (for example `EMSGSIZE` for
+    /// a datagram too long for the protocol).
+    pub fn send_to<A: ToSocketAddrs>(&self, buf: &[u8], addr: A) -> io::Result<usize> {
+        let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no addresses to send data to")
+        })?;
+        retry(&self.handle, Direction::Write, self.deadline(), |sock| {
+            sock.send_to(buf, addr)
+        })
+    }
+
+    /// Receives one datagram from the connected peer into `buf`, as Python's
+    /// `recv` on a connected socket; a datagram longer than `buf` is cut to
+    /// fit and the rest is lost. An empty datagram gives `Ok(0)`.
+    ///
+    /// An empty `buf` returns `Ok(0)` at once in every mode (R12) without
+    /// touching the socket: a zero-length receive would otherwise consume,
+    /// and lose, a queued datagram.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let a = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// let b = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// a.connect(b.local_addr()?)?;
+    /// b.connect(a.local_addr()?)?;
+    /// a.send(b"hi")?;
+    /// let mut buf = [0; 8];
+    /// assert_eq!(b.recv(&mut buf)?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_from`](UdpSocket::recv_from).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        retry(&self.handle, Direction::Read, self.deadline(), |sock| {
+            sock.recv(buf)
+        })
+    }
+
+    /// Receives one datagram from the connected peer into `buf` without
+    /// taking it from the queue. An empty `buf` returns `Ok(0)` at once (R12).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let a = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// let b = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// b.connect(a.local_addr()?)?;
+    /// a.send_to(b"hi", b.local_addr()?)?;
+    /// let mut buf = [0; 8];
+    /// assert_eq!(b.peek(&mut buf)?, 2);
+    /// assert_eq!(b.recv(&mut buf)?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_from`](UdpSocket::recv_from).
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        retry(&self.handle, Direction::Read, self.deadline(), |sock| {
+            sock.peek(buf)
+        })
+    }
+
+    /// Sends `buf` as one datagram to the connected peer, as Python's `send`
+    /// on a connected socket; returns how many bytes were sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let a = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// let b = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// a.connect(b.local_addr()?)?;
+    /// assert_eq!(a.send(b"hi")?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock`, `TimedOut`, or the OS error unchanged: `EDESTADDRREQ`
+    /// on Linux without a [`connect`](UdpSocket::connect), `ConnectionRefused`
+    /// after an earlier datagram to a closed port.
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        retry(&self.handle, Direction::Write, self.deadline(), |sock| {
+            sock.send(buf)
+        })
+    }
+
+    /// A new handle to the same socket, as Python's `dup`: it starts in this
+    /// handle's mode; afterwards the two modes are independent (R11).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let sock = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
+    /// sock.set_timeout(Some(Duration::from_secs(1)))?;
+    /// let clone = sock.try_clone()?;
+    /// assert_eq!(clone.timeout(), Some(Duration::from_secs(1)));
+    /// clone.set_blocking(false)?;
+    /// assert_eq!(sock.timeout(), Some(Duration::from_secs(1)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error duplicating the descriptor (for example `EMFILE`).
+    pub fn try_clone(&self) -> io::Result<UdpSocket> {
+        Ok(UdpSocket {
+            handle: self.handle.duplicate(net::UdpSocket::try_clone)?,
+            mode: ModeCell::new(self.mode()),
+        })
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.handle.local_addr()
+    }
+
+    /// The connected peer's address.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` before a [`connect`](UdpSocket::connect), or another OS
+    /// error unchanged.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.handle.peer_addr()
+    }
+
+    /// Sets `SO_BROADCAST`: whether datagrams may go to a broadcast address.
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    pub fn set_broadcast(&self, broadcast: bool) -> io::Result<()> {
+        self.handle.set_broadcast(broadcast)
+    }
+
+    /// Whether `SO_BROADCAST` is set.
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    pub fn broadcast(&self) -> io::Result<bool> {
+        self.handle.broadcast()
+    }
+
+    /// Sets the IP time-to-live of outgoing datagrams.
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged (for example `InvalidInput` for a TTL over 255).
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.handle.set_ttl(ttl)
+    }
+
+    /// The IP time-to-live of outgoing datagrams.
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.handle.ttl()
+    }
+
+    /// Takes the socket's pending error (`SO_ERROR`), for example the
+    /// `ConnectionRefused` of an earlier datagram to a closed port.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of the query itself.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.handle.take_error()
+    }
+}
+
+/// Wraps a std socket; the new socket has the default timeout's mode (R7).
+///
+/// # Panics
+///
+/// Never; if the descriptor cannot be made non-blocking (it is not a
+/// socket), later calls fail with the OS error instead.
+impl From<net::UdpSocket> for UdpSocket {
+    fn from(sock: net::UdpSocket) -> UdpSocket {
+        if let Err(e) = sock.set_nonblocking(true) {
+            log::debug!("set_nonblocking on a converted UDP socket failed: {e}");
+        }
+        UdpSocket {
+            handle: Handle::new(sock),
+            mode: ModeCell::new(default_mode()),
+        }
+    }
+}

@@ -1,7 +1,1069 @@
-//! Unix sockets.
-/// x
-pub struct UnixStream;
-/// x
-pub struct UnixListener;
-/// x
-pub struct UnixDatagram;
+//! `UnixStream`, `UnixListener` and `UnixDatagram`.
+//!
+//! Two Unix operations report "not now" without any readiness event to
+//! announce "now": a connect to a listener whose accept queue is full (the
+//! event that would end it belongs to the listener), and a `send_to` from an
+//! unconnected datagram socket to a receiver whose queue is full. They are
+//! retried with a capped exponential backoff, sleeping in the reactor (see
+//! [`retry_with_backoff`]); everything else waits for readiness as TCP does.
+
+use std::ffi::c_int;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::{self, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ontime_core::Direction;
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+
+use crate::driver::{self, Handle};
+use crate::io::{retry, retry_all};
+use crate::mode::{default_mode, timed_out, Deadline, ModeCell};
+use crate::net::{eof_before_exact, socket_common, stream_read_write, wrote_zero};
+use crate::Mode;
+
+/// `MSG_NOSIGNAL`, passed to every send: a send to a closed peer or after
+/// `shutdown(Write)` fails with `BrokenPipe` instead of raising `SIGPIPE`.
+/// socket2's `send` passes no flags, and older std releases write to a
+/// `UnixStream` with `write(2)`, which takes none; passing it here keeps the
+/// guarantee whatever either does.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: c_int = 0x4000;
+/// Other systems spell `MSG_NOSIGNAL` differently or not at all; there a
+/// send to a closed peer raises `SIGPIPE` unless the process ignores it (as
+/// Rust's runtime does by default in binaries).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: c_int = 0;
+
+/// `EINPROGRESS`: Linux completes a non-blocking Unix connect at once or
+/// fails, but POSIX lets it return this, and then it is waited for as TCP's.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const EINPROGRESS: i32 = 115;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const EINPROGRESS: i32 = 36;
+
+/// The first pause of [`retry_with_backoff`]; each next pause doubles.
+const BACKOFF_FIRST: Duration = Duration::from_millis(1);
+/// The longest pause of [`retry_with_backoff`]: how late, at most, a waiting
+/// connect or `send_to` notices that it can go on.
+const BACKOFF_MAX: Duration = Duration::from_millis(64);
+
+/// Runs `op` until it does not report `WouldBlock`, sleeping in the reactor
+/// between tries (1 ms, doubling up to 64 ms) until `deadline`.
+///
+/// For the operations no readiness event announces (see the module docs).
+/// Each pause is a wait with no targets, which settles only on its deadline:
+/// a timer in the same reactor wheel, no helper thread (R14). The last pause
+/// ends at `deadline` exactly, and one more try is made there.
+///
+/// # Errors
+///
+/// `WouldBlock` at once for `Deadline::Now`; `TimedOut` ("timed out") once
+/// `deadline` passes; otherwise `op`'s error unchanged (`Interrupted` is
+/// retried, R5).
+fn retry_with_backoff<R>(
+    deadline: Deadline,
+    mut op: impl FnMut() -> io::Result<R>,
+) -> io::Result<R> {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let now = Instant::now();
+                let until = match deadline {
+                    Deadline::Now => return Err(e),
+                    Deadline::At(at) if now >= at => return Err(timed_out()),
+                    Deadline::At(at) => at.min(now + backoff),
+                    Deadline::Never => now + backoff,
+                };
+                driver::wait(Vec::new(), Deadline::At(until))?;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
+/// `recv(MSG_PEEK)` on `fd`, into an initialised buffer.
+///
+/// std's `UnixStream::peek` and `UnixDatagram::peek` are unstable, and
+/// socket2's `peek` fills uninitialised memory, which would need `unsafe`
+/// (forbidden in this crate). `recv(MSG_PEEK)` does not depend on the
+/// address family, so std's `UdpSocket::peek` on a duplicate of the
+/// descriptor does it safely, for the price of a `dup` and a `close`.
+fn peek_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    std::net::UdpSocket::from(fd.try_clone_to_owned()?).peek(buf)
+}
+
+/// Sends with [`SEND_FLAGS`]: never `SIGPIPE`.
+fn send_no_signal(sock: &impl AsFd, buf: &[u8]) -> io::Result<usize> {
+    SockRef::from(sock).send_with_flags(buf, SEND_FLAGS)
+}
+
+/// A Unix stream connection with Python's three modes.
+///
+/// Every call reads the socket's [`Mode`] when it starts: blocking calls wait
+/// as long as it takes, non-blocking calls fail at once with `WouldBlock`,
+/// and calls in timeout mode fail with `TimedOut` ("timed out") when the
+/// timeout passes. Waiting happens in the shared ontime reactor; the
+/// descriptor itself is always non-blocking. Sends never raise `SIGPIPE` on
+/// Linux: a send to a closed peer fails with `BrokenPipe`.
+///
+/// Any number of threads may use one stream at once through `&UnixStream`
+/// (which implements `Read` and `Write`).
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use ontime_sync::UnixStream;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let (mut a, mut b) = UnixStream::pair()?;
+/// a.write_all(b"ping")?;
+/// let mut buf = [0; 4];
+/// b.read_exact(&mut buf)?;
+/// assert_eq!(&buf, b"ping");
+/// # Ok(())
+/// # }
+/// ```
+pub struct UnixStream {
+    handle: Handle<net::UnixStream>,
+    mode: ModeCell,
+}
+
+socket_common!(
+    UnixStream,
+    "let (sock, _peer) = ontime_sync::UnixStream::pair()?;"
+);
+stream_read_write!(UnixStream);
+
+impl UnixStream {
+    /// Connects to the listener at `path`, in the default timeout's mode: the
+    /// connect itself waits as that mode says, and the new stream has that
+    /// mode (R7, as `TcpStream::connect` in R9).
+    ///
+    /// A connect to a listener whose accept queue is full cannot complete
+    /// now, and no readiness event on the connecting socket would say when it
+    /// can (the room appears on the listener). In non-blocking mode it fails
+    /// with `WouldBlock`; in blocking and timeout mode it is retried with a
+    /// capped exponential backoff (1 ms doubling to 64 ms) sleeping in the
+    /// reactor, until it connects or the timeout passes. So a waiting
+    /// connect notices room in the queue up to 64 ms late.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_sync::{UnixListener, UnixStream};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let path = std::env::temp_dir().join(format!("ontime-doc-unix-connect-{}.sock", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let listener = UnixListener::bind(&path)?;
+    /// let client = UnixStream::connect(&path)?;
+    /// let (server, _) = listener.accept()?;
+    /// client.send_all(b"hi")?;
+    /// let mut buf = [0; 2];
+    /// server.recv_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"hi");
+    /// std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` (no such path), `ConnectionRefused` (nobody listens
+    /// there), `WouldBlock` (non-blocking, queue full), `TimedOut` ("timed
+    /// out"), `InvalidInput` (path too long), or another OS error unchanged.
+    pub fn connect<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
+        UnixStream::connect_mode(path.as_ref(), default_mode())
+    }
+
+    fn connect_mode(path: &Path, mode: Mode) -> io::Result<UnixStream> {
+        let deadline = mode.deadline();
+        let addr = SockAddr::unix(path)?;
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        let stream = UnixStream {
+            handle: Handle::new(net::UnixStream::from(socket)),
+            mode: ModeCell::new(mode),
+        };
+        let in_progress = retry_with_backoff(deadline, || {
+            match SockRef::from(&*stream.handle).connect(&addr) {
+                Ok(()) => Ok(false),
+                Err(e) if e.raw_os_error() == Some(EINPROGRESS) => Ok(true),
+                Err(e) => Err(e),
+            }
+        })?;
+        if in_progress && deadline != Deadline::Now {
+            retry(&stream.handle, Direction::Write, deadline, |sock| {
+                if let Some(e) = sock.take_error()? {
+                    return Err(e);
+                }
+                match sock.peer_addr() {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    Err(e) => Err(e),
+                }
+            })?;
+        }
+        Ok(stream)
+    }
+
+    /// A connected pair of streams, both in the default timeout's mode (R7).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = ontime_sync::UnixStream::pair()?;
+    /// a.send(b"x")?;
+    /// let mut buf = [0; 1];
+    /// assert_eq!(b.recv(&mut buf)?, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged (for example `EMFILE`).
+    pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
+        let (a, b) = net::UnixStream::pair()?;
+        let mode = default_mode();
+        Ok((
+            UnixStream::from_std_stream(a, mode)?,
+            UnixStream::from_std_stream(b, mode)?,
+        ))
+    }
+
+    /// Wraps a connected std stream, which is put in non-blocking mode.
+    fn from_std_stream(stream: net::UnixStream, mode: Mode) -> io::Result<UnixStream> {
+        stream.set_nonblocking(true)?;
+        Ok(UnixStream {
+            handle: Handle::new(stream),
+            mode: ModeCell::new(mode),
+        })
+    }
+
+    /// Receives into `buf`, as Python's `recv`. Returns 0 at end of file, and
+    /// at once for an empty `buf` in every mode (R12). In timeout mode,
+    /// whatever data has arrived is returned at once, however little.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = ontime_sync::UnixStream::pair()?;
+    /// drop(a);
+    /// let mut buf = [0; 8];
+    /// assert_eq!(b.recv(&mut buf)?, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (non-blocking, nothing to read), `TimedOut` (timeout
+    /// mode, nothing arrived in time), or the OS error unchanged.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        retry(
+            &self.handle,
+            Direction::Read,
+            self.deadline(),
+            |mut sock| io::Read::read(&mut sock, buf),
+        )
+    }
+
+    /// Receives into `buf` without taking the data from the queue. An empty
+    /// `buf` returns `Ok(0)` at once (R12).
+    ///
+    /// Each try costs a `dup` and a `close` besides the `recv`: std's `peek`
+    /// for Unix sockets is unstable, and peeking through a duplicate keeps
+    /// this crate free of `unsafe`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = ontime_sync::UnixStream::pair()?;
+    /// a.send_all(b"hi")?;
+    /// let mut buf = [0; 2];
+    /// assert_eq!(b.peek(&mut buf)?, 2);
+    /// assert_eq!(b.recv(&mut buf)?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](UnixStream::recv), or `EMFILE` if no descriptor is left
+    /// for the duplicate.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        retry(&self.handle, Direction::Read, self.deadline(), |sock| {
+            peek_fd(sock.as_fd(), buf)
+        })
+    }
+
+    /// Fills `buf` entirely, within ONE deadline for the whole call (R3).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = ontime_sync::UnixStream::pair()?;
+    /// a.send_all(b"abc")?;
+    /// drop(a);
+    /// let mut buf = [0; 4];
+    /// let err = b.recv_exact(&mut buf).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `UnexpectedEof` if the peer closes first; otherwise as
+    /// [`recv`](UnixStream::recv). On error, the bytes already received are
+    /// in `buf` but their count is lost, as with std's `read_exact`.
+    pub fn recv_exact(&self, buf: &mut [u8]) -> io::Result<()> {
+        let len = buf.len();
+        retry_all(
+            &self.handle,
+            Direction::Read,
+            self.deadline(),
+            len,
+            eof_before_exact,
+            |mut sock, done| io::Read::read(&mut sock, &mut buf[done..]),
+        )
+    }
+
+    /// Sends some of `buf`, as Python's `send`; returns how much was sent.
+    /// On Linux the send never raises `SIGPIPE` (`MSG_NOSIGNAL`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::Shutdown;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, _b) = ontime_sync::UnixStream::pair()?;
+    /// assert_eq!(a.send(b"hi")?, 2);
+    /// a.shutdown(Shutdown::Write)?;
+    /// assert_eq!(a.send(b"hi").unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock`, `TimedOut`, or the OS error unchanged (`BrokenPipe`
+    /// after a local `shutdown(Write)` or once the peer is gone).
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        retry(&self.handle, Direction::Write, self.deadline(), |sock| {
+            send_no_signal(sock, buf)
+        })
+    }
+
+    /// Sends all of `buf`, within ONE deadline for the whole call, as
+    /// Python's `sendall` (R3).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = ontime_sync::UnixStream::pair()?;
+    /// a.send_all(b"hello")?;
+    /// let mut buf = [0; 5];
+    /// b.recv_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"hello");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](UnixStream::send); after an error, how much was sent is
+    /// unknown (as in Python).
+    pub fn send_all(&self, buf: &[u8]) -> io::Result<()> {
+        retry_all(
+            &self.handle,
+            Direction::Write,
+            self.deadline(),
+            buf.len(),
+            wrote_zero,
+            |sock, done| send_no_signal(sock, &buf[done..]),
+        )
+    }
+
+    /// Shuts down the read side, the write side, or both. Calls blocked on
+    /// this socket in other threads wake up and see the result (R13).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::Shutdown;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, _b) = ontime_sync::UnixStream::pair()?;
+    /// a.shutdown(Shutdown::Read)?;
+    /// let mut buf = [0; 8];
+    /// assert_eq!(a.recv(&mut buf)?, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged (for example `NotConnected`).
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let result = self.handle.shutdown(how);
+        self.handle.kick();
+        result
+    }
+
+    /// A new handle to the same connection, as Python's `dup`: it starts in
+    /// this handle's mode; afterwards the two modes are independent (R11).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, _b) = ontime_sync::UnixStream::pair()?;
+    /// a.set_blocking(false)?;
+    /// let clone = a.try_clone()?;
+    /// assert!(!clone.is_blocking());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error duplicating the descriptor (for example `EMFILE`).
+    pub fn try_clone(&self) -> io::Result<UnixStream> {
+        Ok(UnixStream {
+            handle: self.handle.duplicate(net::UnixStream::try_clone)?,
+            mode: ModeCell::new(self.mode()),
+        })
+    }
+
+    /// The local address (unnamed for a connecting or paired stream).
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.handle.local_addr()
+    }
+
+    /// The peer's address: the listener's path for a connected stream.
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.handle.peer_addr()
+    }
+
+    /// Takes the socket's pending error (`SO_ERROR`).
+    ///
+    /// # Errors
+    ///
+    /// The OS error of the query itself.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.handle.take_error()
+    }
+}
+
+/// Wraps a std stream; the new stream has the default timeout's mode (R7).
+///
+/// # Panics
+///
+/// Never; if the descriptor cannot be made non-blocking, later calls fail
+/// with the OS error instead.
+impl From<net::UnixStream> for UnixStream {
+    fn from(stream: net::UnixStream) -> UnixStream {
+        if let Err(e) = stream.set_nonblocking(true) {
+            log::debug!("set_nonblocking on a converted Unix stream failed: {e}");
+        }
+        UnixStream {
+            handle: Handle::new(stream),
+            mode: ModeCell::new(default_mode()),
+        }
+    }
+}
+
+/// A Unix listening socket with Python's three modes.
+///
+/// Dropping the listener does not remove its path from the file system (as
+/// with std): remove it yourself.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ontime_sync::UnixListener;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let path = std::env::temp_dir().join(format!("ontime-doc-unix-listener-{}.sock", std::process::id()));
+/// # let _ = std::fs::remove_file(&path);
+/// let listener = UnixListener::bind(&path)?;
+/// listener.set_timeout(Some(Duration::from_millis(20)))?;
+/// let err = listener.accept().unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+/// std::fs::remove_file(&path)?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct UnixListener {
+    handle: Handle<net::UnixListener>,
+    mode: ModeCell,
+}
+
+socket_common!(
+    UnixListener,
+    "let path = std::env::temp_dir().join(format!(\"ontime-doc-unix-modes-{}.sock\", std::process::id()));\n# let _ = std::fs::remove_file(&path);\nlet sock = ontime_sync::UnixListener::bind(&path)?;\n# std::fs::remove_file(&path)?;"
+);
+
+impl UnixListener {
+    /// Binds to `path` and listens; the listener has the default timeout's
+    /// mode (R7).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let path = std::env::temp_dir().join(format!("ontime-doc-unix-bind-{}.sock", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let listener = ontime_sync::UnixListener::bind(&path)?;
+    /// assert_eq!(listener.local_addr()?.as_pathname(), Some(path.as_path()));
+    /// std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `AddrInUse` if `path` exists, `InvalidInput` if it is too long, or
+    /// another OS error unchanged.
+    pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
+        let listener = net::UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        Ok(UnixListener {
+            handle: Handle::new(listener),
+            mode: ModeCell::new(default_mode()),
+        })
+    }
+
+    /// Accepts a connection, as Python's `accept`. The new stream's mode is
+    /// the default timeout's mode, whatever the listener's (R8).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_sync::{UnixListener, UnixStream};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let path = std::env::temp_dir().join(format!("ontime-doc-unix-accept-{}.sock", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let listener = UnixListener::bind(&path)?;
+    /// let _client = UnixStream::connect(&path)?;
+    /// let (server, _addr) = listener.accept()?;
+    /// assert!(server.is_blocking());
+    /// std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (non-blocking, none pending), `TimedOut` (timeout mode),
+    /// or the OS error unchanged (for example `EMFILE`).
+    pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
+        let (stream, addr) = retry(&self.handle, Direction::Read, self.deadline(), |sock| {
+            sock.accept()
+        })?;
+        Ok((UnixStream::from_std_stream(stream, default_mode())?, addr))
+    }
+
+    /// An endless iterator over accepted connections, each as
+    /// [`accept`](UnixListener::accept).
+    pub fn incoming(&self) -> impl Iterator<Item = io::Result<UnixStream>> + '_ {
+        std::iter::repeat_with(move || self.accept().map(|(stream, _)| stream))
+    }
+
+    /// The local address: the path bound to.
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.handle.local_addr()
+    }
+
+    /// A new handle to the same listening socket, in this handle's mode (R11).
+    ///
+    /// # Errors
+    ///
+    /// The OS error duplicating the descriptor.
+    pub fn try_clone(&self) -> io::Result<UnixListener> {
+        Ok(UnixListener {
+            handle: self.handle.duplicate(net::UnixListener::try_clone)?,
+            mode: ModeCell::new(self.mode()),
+        })
+    }
+
+    /// Takes the socket's pending error (`SO_ERROR`).
+    ///
+    /// # Errors
+    ///
+    /// The OS error of the query itself.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.handle.take_error()
+    }
+}
+
+/// Wraps a std listener (for example one made with socket2 for its
+/// backlog); the listener has the default timeout's mode (R7).
+impl From<net::UnixListener> for UnixListener {
+    fn from(listener: net::UnixListener) -> UnixListener {
+        if let Err(e) = listener.set_nonblocking(true) {
+            log::debug!("set_nonblocking on a converted Unix listener failed: {e}");
+        }
+        UnixListener {
+            handle: Handle::new(listener),
+            mode: ModeCell::new(default_mode()),
+        }
+    }
+}
+
+/// A Unix datagram socket with Python's three modes.
+///
+/// Sends never raise `SIGPIPE` on Linux.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ontime_sync::UnixDatagram;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let (a, b) = UnixDatagram::pair()?;
+/// b.set_timeout(Some(Duration::from_millis(20)))?;
+/// let mut buf = [0; 8];
+/// assert_eq!(b.recv(&mut buf).unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+/// a.send(b"hi")?;
+/// assert_eq!(b.recv(&mut buf)?, 2);
+/// # Ok(())
+/// # }
+/// ```
+pub struct UnixDatagram {
+    handle: Handle<net::UnixDatagram>,
+    mode: ModeCell,
+    /// Set by `shutdown(Read)` or `shutdown(Both)` through this handle or
+    /// one cloned from it (clones share it). Linux answers a non-blocking
+    /// receive on such a socket with `EAGAIN` for ever, but a blocking one
+    /// with 0, and no readiness event follows the `EAGAIN`: waiting calls
+    /// check this to return 0 as the blocking kernel call would (R13).
+    read_shut: Arc<AtomicBool>,
+}
+
+socket_common!(
+    UnixDatagram,
+    "let sock = ontime_sync::UnixDatagram::unbound()?;"
+);
+
+impl UnixDatagram {
+    /// A datagram socket bound to `path`, in the default timeout's mode (R7).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let path = std::env::temp_dir().join(format!("ontime-doc-unix-dgram-{}.sock", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let sock = ontime_sync::UnixDatagram::bind(&path)?;
+    /// assert_eq!(sock.local_addr()?.as_pathname(), Some(path.as_path()));
+    /// std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `AddrInUse` if `path` exists, `InvalidInput` if it is too long, or
+    /// another OS error unchanged.
+    pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixDatagram> {
+        UnixDatagram::from_std_socket(net::UnixDatagram::bind(path)?, default_mode())
+    }
+
+    /// A datagram socket bound to no address, in the default timeout's mode
+    /// (R7).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let sock = ontime_sync::UnixDatagram::unbound()?;
+    /// assert!(sock.local_addr()?.is_unnamed());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    pub fn unbound() -> io::Result<UnixDatagram> {
+        UnixDatagram::from_std_socket(net::UnixDatagram::unbound()?, default_mode())
+    }
+
+    /// A pair of datagram sockets connected to each other, both in the
+    /// default timeout's mode (R7).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = ontime_sync::UnixDatagram::pair()?;
+    /// a.send(b"hi")?;
+    /// let mut buf = [0; 8];
+    /// assert_eq!(b.recv(&mut buf)?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    pub fn pair() -> io::Result<(UnixDatagram, UnixDatagram)> {
+        let (a, b) = net::UnixDatagram::pair()?;
+        let mode = default_mode();
+        Ok((
+            UnixDatagram::from_std_socket(a, mode)?,
+            UnixDatagram::from_std_socket(b, mode)?,
+        ))
+    }
+
+    /// Wraps a std socket, which is put in non-blocking mode.
+    fn from_std_socket(sock: net::UnixDatagram, mode: Mode) -> io::Result<UnixDatagram> {
+        sock.set_nonblocking(true)?;
+        Ok(UnixDatagram {
+            handle: Handle::new(sock),
+            mode: ModeCell::new(mode),
+            read_shut: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Runs the receive `op` through [`retry`]. Once the socket is shut down
+    /// for reading, a call that may wait and finds nothing queued returns
+    /// `shut()` (what a blocking receive in the kernel returns) instead of
+    /// waiting for a datagram that cannot come; a non-blocking call gets the
+    /// OS's `WouldBlock` unchanged.
+    fn receive<R>(
+        &self,
+        shut: impl Fn() -> io::Result<R>,
+        mut op: impl FnMut(&net::UnixDatagram) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let deadline = self.deadline();
+        retry(&self.handle, Direction::Read, deadline, |sock| {
+            match op(sock) {
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        && deadline != Deadline::Now
+                        && self.read_shut.load(Ordering::Acquire) =>
+                {
+                    shut()
+                }
+                result => result,
+            }
+        })
+    }
+
+    /// Sets the default destination to the socket bound at `path`, and
+    /// limits receiving to datagrams from it. Completes at once in every
+    /// mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let path = std::env::temp_dir().join(format!("ontime-doc-unix-dgram-connect-{}.sock", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let server = ontime_sync::UnixDatagram::bind(&path)?;
+    /// let client = ontime_sync::UnixDatagram::unbound()?;
+    /// client.connect(&path)?;
+    /// client.send(b"hi")?;
+    /// let mut buf = [0; 8];
+    /// assert_eq!(server.recv(&mut buf)?, 2);
+    /// std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` (no such path), `ConnectionRefused` (no socket bound
+    /// there), or another OS error unchanged.
+    pub fn connect<P: AsRef<Path>>(&self, path: P) -> io::Result<()> {
+        self.handle.connect(path)
+    }
+
+    /// Sends `buf` as one datagram to the socket bound at `path`; returns
+    /// how many bytes were sent.
+    ///
+    /// A receiver whose queue is full makes the send wait, but no readiness
+    /// event on this socket says when it drains (unless this socket is
+    /// connected to it; then prefer [`send`](UnixDatagram::send)). So in
+    /// blocking and timeout mode the send is retried with a capped
+    /// exponential backoff (1 ms doubling to 64 ms) sleeping in the reactor,
+    /// as [`UnixStream::connect`] is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let path = std::env::temp_dir().join(format!("ontime-doc-unix-send-to-{}.sock", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let server = ontime_sync::UnixDatagram::bind(&path)?;
+    /// let client = ontime_sync::UnixDatagram::unbound()?;
+    /// assert_eq!(client.send_to(b"hi", &path)?, 2);
+    /// let mut buf = [0; 8];
+    /// assert_eq!(server.recv_from(&mut buf)?.0, 2);
+    /// std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `ConnectionRefused`, `WouldBlock` (non-blocking, queue
+    /// full), `TimedOut`, `InvalidInput` (path too long), or another OS error
+    /// unchanged.
+    pub fn send_to<P: AsRef<Path>>(&self, buf: &[u8], path: P) -> io::Result<usize> {
+        let addr = SockAddr::unix(path)?;
+        let deadline = self.deadline();
+        retry_with_backoff(deadline, || {
+            SockRef::from(&*self.handle).send_to_with_flags(buf, &addr, SEND_FLAGS)
+        })
+    }
+
+    /// Receives one datagram into `buf`, and its sender's address (unnamed
+    /// if the sender is not bound). A datagram longer than `buf` is cut to
+    /// fit and the rest is lost.
+    ///
+    /// An empty `buf` is not answered at once: the sender's address is only
+    /// known from a datagram, so the call waits for one and consumes it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = ontime_sync::UnixDatagram::pair()?;
+    /// a.send(b"hi")?;
+    /// let mut buf = [0; 8];
+    /// let (n, _from) = b.recv_from(&mut buf)?;
+    /// assert_eq!(n, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (non-blocking, nothing queued), `TimedOut` (timeout
+    /// mode), or the OS error unchanged. After a local `shutdown(Read)` with
+    /// nothing queued, a blocking or timeout-mode call returns `(0, unnamed)`
+    /// at once, as a blocking receive in the kernel does (and not a
+    /// `TimedOut` after waiting for a datagram that cannot come).
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        // The unnamed address, as the kernel reports no sender.
+        let shut = || Ok((0, SocketAddr::from_pathname("")?));
+        self.receive(shut, |sock| sock.recv_from(buf))
+    }
+
+    /// Receives one datagram into `buf`. An empty `buf` returns `Ok(0)` at
+    /// once in every mode (R12), without touching the socket: a zero-length
+    /// receive would otherwise consume, and lose, a queued datagram.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = ontime_sync::UnixDatagram::pair()?;
+    /// a.send(b"hi")?;
+    /// assert_eq!(b.recv(&mut [])?, 0);
+    /// let mut buf = [0; 8];
+    /// assert_eq!(b.recv(&mut buf)?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_from`](UnixDatagram::recv_from).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.receive(|| Ok(0), |sock| sock.recv(buf))
+    }
+
+    /// Receives one datagram into `buf` without taking it from the queue. An
+    /// empty `buf` returns `Ok(0)` at once (R12). Each try costs a `dup` and
+    /// a `close` besides the `recv` (see [`UnixStream::peek`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = ontime_sync::UnixDatagram::pair()?;
+    /// a.send(b"hi")?;
+    /// let mut buf = [0; 8];
+    /// assert_eq!(b.peek(&mut buf)?, 2);
+    /// assert_eq!(b.recv(&mut buf)?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_from`](UnixDatagram::recv_from), or `EMFILE` if no
+    /// descriptor is left for the duplicate.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.receive(|| Ok(0), |sock| peek_fd(sock.as_fd(), buf))
+    }
+
+    /// Sends `buf` as one datagram to the connected peer; returns how many
+    /// bytes were sent. A peer whose queue is full makes it wait for
+    /// readiness, which the OS announces for a connected socket.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, _b) = ontime_sync::UnixDatagram::pair()?;
+    /// assert_eq!(a.send(b"hi")?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock`, `TimedOut`, or the OS error unchanged: `NotConnected`
+    /// without a [`connect`](UnixDatagram::connect), `ConnectionRefused`
+    /// once the peer is gone, `BrokenPipe` after a local `shutdown(Write)`.
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        retry(&self.handle, Direction::Write, self.deadline(), |sock| {
+            send_no_signal(sock, buf)
+        })
+    }
+
+    /// Shuts down receiving, sending, or both. Calls blocked on this socket
+    /// in other threads wake up and see the result (R13): a receive with
+    /// nothing queued returns 0 (in blocking and timeout mode; see
+    /// [`recv_from`](UnixDatagram::recv_from)), a send fails with
+    /// `BrokenPipe`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::Shutdown;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, _b) = ontime_sync::UnixDatagram::pair()?;
+    /// a.shutdown(Shutdown::Read)?;
+    /// assert_eq!(a.recv(&mut [0; 8])?, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let result = self.handle.shutdown(how);
+        if result.is_ok() && matches!(how, Shutdown::Read | Shutdown::Both) {
+            // Before the kick, so that the woken calls see it.
+            self.read_shut.store(true, Ordering::Release);
+        }
+        self.handle.kick();
+        result
+    }
+
+    /// A new handle to the same socket, as Python's `dup`: it starts in this
+    /// handle's mode; afterwards the two modes are independent (R11).
+    ///
+    /// # Errors
+    ///
+    /// The OS error duplicating the descriptor (for example `EMFILE`).
+    pub fn try_clone(&self) -> io::Result<UnixDatagram> {
+        Ok(UnixDatagram {
+            handle: self.handle.duplicate(net::UnixDatagram::try_clone)?,
+            mode: ModeCell::new(self.mode()),
+            read_shut: Arc::clone(&self.read_shut),
+        })
+    }
+
+    /// The local address (unnamed if not bound).
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.handle.local_addr()
+    }
+
+    /// The connected peer's address.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` before a [`connect`](UnixDatagram::connect), or
+    /// another OS error unchanged.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.handle.peer_addr()
+    }
+
+    /// Takes the socket's pending error (`SO_ERROR`).
+    ///
+    /// # Errors
+    ///
+    /// The OS error of the query itself.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.handle.take_error()
+    }
+}
+
+/// Wraps a std datagram socket; the new socket has the default timeout's
+/// mode (R7).
+///
+/// # Panics
+///
+/// Never; if the descriptor cannot be made non-blocking, later calls fail
+/// with the OS error instead.
+impl From<net::UnixDatagram> for UnixDatagram {
+    fn from(sock: net::UnixDatagram) -> UnixDatagram {
+        if let Err(e) = sock.set_nonblocking(true) {
+            log::debug!("set_nonblocking on a converted Unix datagram socket failed: {e}");
+        }
+        UnixDatagram {
+            handle: Handle::new(sock),
+            mode: ModeCell::new(default_mode()),
+            read_shut: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}

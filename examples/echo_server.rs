@@ -1,0 +1,487 @@
+//! A TCP echo server on the ontime reactor, with an idle timeout per
+//! connection.
+//!
+//! Run it with:
+//!
+//! ```text
+//! cargo run --release --example echo_server -- --addr 127.0.0.1:7000 --idle-timeout-ms 5000
+//! ```
+//!
+//! and talk to it with `nc 127.0.0.1 7000`. The first line it prints is
+//! `listening on HOST:PORT`, with the port actually bound (so `--addr
+//! 127.0.0.1:0` picks a free one). `RUST_LOG=debug` shows the reactor at work.
+//!
+//! What it shows:
+//!
+//! - Edge-triggered readiness: each connection is read until `WouldBlock`,
+//!   but at most [`READS_PER_EVENT`] times per event; the rest is requeued
+//!   with [`Reactor::requeue`] so that one busy peer cannot starve the others.
+//! - Backpressure: bytes that could not be written back wait in a bounded
+//!   buffer, `WRITABLE` interest is registered only while that buffer holds
+//!   something, and a connection whose peer does not read is not read from
+//!   either once the buffer is full.
+//! - Idle timeouts as I/O deadlines: after every `WouldBlock` the deadline in
+//!   that direction is armed again; readiness disarms it on its own; a
+//!   connection that makes no progress for the whole timeout is closed.
+//! - Running out of descriptors: on `EMFILE` (and `ENFILE`, `ENOBUFS`,
+//!   `ENOMEM`) the server stops accepting, warns once, and tries again when a
+//!   connection closes or a short back-off timer fires, without spinning.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ontime::net::{TcpListener, TcpStream};
+use ontime::{Direction, Handler, Interest, Reactor, Ready, Remote, TimerId, Token};
+
+/// Reads per readiness event before the connection yields to the others.
+const READS_PER_EVENT: usize = 16;
+/// Accepts per readiness event before the listener yields to the connections.
+const ACCEPTS_PER_EVENT: usize = 64;
+/// Size of one read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Most bytes a connection may have waiting to be written back. A peer that
+/// sends but does not read is not read from past this point.
+const MAX_PENDING: usize = 64 * 1024;
+/// How long to wait before accepting again after running out of descriptors
+/// or memory, unless a connection closes first.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+const USAGE: &str = "\
+usage: echo_server [--addr HOST:PORT] [--idle-timeout-ms N]
+
+  --addr HOST:PORT       address to listen on (default 127.0.0.1:7000;
+                         port 0 picks a free port)
+  --idle-timeout-ms N    close a connection that makes no progress for N ms
+                         (default 0: never)
+  -h, --help             print this help";
+
+fn main() -> ExitCode {
+    env_logger::init();
+    let config = match Config::parse(std::env::args().skip(1)) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!(
+                "echo_server: {message}\n{}\n(see --help)",
+                USAGE.lines().next().unwrap_or_default()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match listen_and_serve(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn listen_and_serve(config: &Config) -> io::Result<()> {
+    let mut server = EchoServer::new(config.addr, config.idle_timeout)?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {}", server.local_addr()?)?;
+    stdout.flush()?;
+    drop(stdout);
+    server.run()
+}
+
+/// The command line.
+#[derive(Debug)]
+struct Config {
+    addr: SocketAddr,
+    idle_timeout: Option<Duration>,
+}
+
+impl Config {
+    /// Parses the arguments after the program name; `Ok(None)` for `--help`.
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, String> {
+        let mut addr = String::from("127.0.0.1:7000");
+        let mut idle_ms = 0u64;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            // Accept both `--flag value` and `--flag=value`.
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => {
+                    (flag.to_string(), Some(value.to_string()))
+                }
+                _ => (arg, None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            match flag.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--addr" => addr = value()?,
+                "--idle-timeout-ms" => {
+                    let text = value()?;
+                    idle_ms = text.parse().map_err(|_| {
+                        format!("--idle-timeout-ms: {text:?} is not a number of milliseconds")
+                    })?;
+                }
+                _ => return Err(format!("unknown argument {flag:?}")),
+            }
+        }
+        let addr = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("--addr {addr:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--addr {addr:?}: no address"))?;
+        let idle_timeout = (idle_ms > 0).then(|| Duration::from_millis(idle_ms));
+        Ok(Some(Config { addr, idle_timeout }))
+    }
+}
+
+/// A TCP echo server: a reactor and the handler that serves its listener.
+#[derive(Debug)]
+pub struct EchoServer {
+    reactor: Reactor,
+    echo: Echo,
+}
+
+impl EchoServer {
+    /// Binds `addr` and prepares to serve it. With `idle_timeout`, a
+    /// connection that makes no progress for that long is closed.
+    ///
+    /// # Errors
+    ///
+    /// Any error creating the reactor or binding the listener.
+    pub fn new(addr: SocketAddr, idle_timeout: Option<Duration>) -> io::Result<EchoServer> {
+        let mut reactor = Reactor::new()?;
+        let mut listener = TcpListener::bind(addr)?;
+        let listener_token = reactor.register(&mut listener, Interest::READABLE)?;
+        let echo = Echo {
+            listener,
+            listener_token,
+            idle_timeout,
+            conns: Vec::new(),
+            buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            backoff: None,
+            saturated: false,
+        };
+        Ok(EchoServer { reactor, echo })
+    }
+
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    ///
+    /// Any error from the OS.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.echo.listener.local_addr()
+    }
+
+    /// A handle to stop the server from another thread.
+    pub fn remote(&self) -> Remote<()> {
+        self.reactor.remote()
+    }
+
+    /// Serves until stopped through [`remote`](EchoServer::remote).
+    ///
+    /// # Errors
+    ///
+    /// Any error polling the OS.
+    pub fn run(&mut self) -> io::Result<()> {
+        self.reactor.run(&mut self.echo)
+    }
+}
+
+/// One client.
+#[derive(Debug)]
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Bytes read but not yet written back.
+    ///
+    /// Invariant: `pending.len() <= MAX_PENDING`.
+    pending: Vec<u8>,
+    /// Whether `WRITABLE` interest is registered: exactly while `pending` is
+    /// not empty, once an event has been handled.
+    writing: bool,
+    /// The peer has shut down its side; close once `pending` is written.
+    read_closed: bool,
+}
+
+/// What to do with a connection after an event.
+enum Next {
+    Keep,
+    Close,
+}
+
+/// The handler: the listener and its connections.
+#[derive(Debug)]
+struct Echo {
+    listener: TcpListener,
+    listener_token: Token,
+    idle_timeout: Option<Duration>,
+    /// Connections by `token.0`; reactor tokens are small reused integers.
+    conns: Vec<Option<Connection>>,
+    buf: Box<[u8]>,
+    /// The back-off timer, while accepting is paused.
+    backoff: Option<TimerId>,
+    /// Accepting ran out of descriptors or memory and the backlog has not
+    /// been drained since; the warning is logged once per such episode.
+    saturated: bool,
+}
+
+impl Handler for Echo {
+    fn ready(&mut self, reactor: &mut Reactor, token: Token, ready: Ready) {
+        if token == self.listener_token {
+            if self.backoff.is_none() {
+                self.accept(reactor);
+            }
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(token.0).and_then(Option::as_mut) else {
+            return;
+        };
+        match serve(reactor, token, conn, &mut self.buf, self.idle_timeout) {
+            Ok(Next::Keep) => {}
+            Ok(Next::Close) => self.close(reactor, token),
+            Err(e) => {
+                if is_disconnect(&e) {
+                    log::debug!("{}: {e}", conn.peer);
+                } else {
+                    log::warn!("{}: {e} ({ready:?})", conn.peer);
+                }
+                self.close(reactor, token);
+            }
+        }
+    }
+
+    fn timed_out(&mut self, reactor: &mut Reactor, token: Token, direction: Direction) {
+        if let Some(conn) = self.conns.get(token.0).and_then(Option::as_ref) {
+            log::debug!("{}: idle ({direction:?}), closing", conn.peer);
+            self.close(reactor, token);
+        }
+    }
+
+    fn timer(&mut self, reactor: &mut Reactor, timer: TimerId) {
+        if self.backoff == Some(timer) {
+            self.backoff = None;
+            self.accept(reactor);
+        }
+    }
+}
+
+impl Echo {
+    /// Accepts until the backlog is empty, the per-event budget is spent, or
+    /// the process runs out of descriptors.
+    fn accept(&mut self, reactor: &mut Reactor) {
+        for _ in 0..ACCEPTS_PER_EVENT {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.open(reactor, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.saturated {
+                        log::info!("accepting again");
+                        self.saturated = false;
+                    }
+                    return;
+                }
+                // The connection went away while it waited in the backlog.
+                Err(e) if is_disconnect(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                    log::debug!("accept: {e}");
+                }
+                Err(e) => {
+                    // Out of descriptors or memory (or something unforeseen):
+                    // the pending connection stays in the backlog and the
+                    // listener will not be reported readable again for it, so
+                    // retry on a timer rather than in a loop.
+                    if !self.saturated {
+                        log::warn!(
+                            "accept: {e}; accepting paused until a connection closes (retrying every {} ms)",
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                        self.saturated = true;
+                    } else {
+                        log::debug!("accept: {e}");
+                    }
+                    self.backoff = Some(reactor.timer_after(ACCEPT_BACKOFF));
+                    return;
+                }
+            }
+        }
+        // More may be waiting: come back after the others had their turn.
+        reactor.requeue(self.listener_token, Ready::READABLE);
+    }
+
+    fn open(&mut self, reactor: &mut Reactor, mut stream: TcpStream, peer: SocketAddr) {
+        let token = match reactor.register(&mut stream, Interest::READABLE) {
+            Ok(token) => token,
+            Err(e) => {
+                log::warn!("{peer}: register: {e}");
+                return;
+            }
+        };
+        if let Some(idle) = self.idle_timeout {
+            // A client that connects and says nothing is idle too.
+            reactor
+                .set_timeout(token, Direction::Read, idle)
+                .expect("the token was just registered");
+        }
+        log::debug!("{peer}: connected as {token:?}");
+        if self.conns.len() <= token.0 {
+            self.conns.resize_with(token.0 + 1, || None);
+        }
+        self.conns[token.0] = Some(Connection {
+            stream,
+            peer,
+            pending: Vec::new(),
+            writing: false,
+            read_closed: false,
+        });
+    }
+
+    fn close(&mut self, reactor: &mut Reactor, token: Token) {
+        let Some(mut conn) = self.conns.get_mut(token.0).and_then(Option::take) else {
+            return;
+        };
+        if let Err(e) = reactor.deregister(&mut conn.stream, token) {
+            log::debug!("{}: deregister: {e}", conn.peer);
+        }
+        log::debug!("{}: closed", conn.peer);
+        drop(conn);
+        // A descriptor was freed: if accepting is paused, try now rather than
+        // when the back-off timer fires.
+        if let Some(timer) = self.backoff.take() {
+            reactor.cancel_timer(timer);
+            self.accept(reactor);
+        }
+    }
+}
+
+/// Handles one event of a connection: writes back what is pending, reads
+/// and echoes what arrived, and arranges for the next event.
+fn serve(
+    reactor: &mut Reactor,
+    token: Token,
+    conn: &mut Connection,
+    buf: &mut [u8],
+    idle: Option<Duration>,
+) -> io::Result<Next> {
+    flush(reactor, token, conn, idle)?;
+
+    let mut reads = 0;
+    while !conn.read_closed {
+        // Backpressure: with the buffer full, stop reading until the peer
+        // reads; the WRITABLE event that follows resumes here.
+        let room = MAX_PENDING - conn.pending.len();
+        if room == 0 {
+            break;
+        }
+        if reads == READS_PER_EVENT {
+            reactor.requeue(token, Ready::READABLE);
+            break;
+        }
+        reads += 1;
+        let len = room.min(buf.len());
+        match conn.stream.read(&mut buf[..len]) {
+            Ok(0) => conn.read_closed = true,
+            Ok(n) => {
+                let mut data = &buf[..n];
+                if conn.pending.is_empty() {
+                    let written = write_some(&mut conn.stream, data)?;
+                    data = &data[written..];
+                    if !data.is_empty() {
+                        arm(reactor, token, Direction::Write, idle);
+                    }
+                }
+                conn.pending.extend_from_slice(data);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                arm(reactor, token, Direction::Read, idle);
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    debug_assert!(
+        conn.pending.len() <= MAX_PENDING,
+        "{} bytes pending, more than {MAX_PENDING}",
+        conn.pending.len()
+    );
+
+    if conn.read_closed && conn.pending.is_empty() {
+        return Ok(Next::Close);
+    }
+    let writing = !conn.pending.is_empty();
+    if writing != conn.writing {
+        let interest = if writing {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        reactor.reregister(&mut conn.stream, token, interest)?;
+        conn.writing = writing;
+        if !writing {
+            // Nothing left to write: nothing to wait for in that direction.
+            reactor.set_deadline(token, Direction::Write, None)?;
+        }
+    }
+    Ok(Next::Keep)
+}
+
+/// Writes as much of `conn.pending` as the socket takes.
+fn flush(
+    reactor: &mut Reactor,
+    token: Token,
+    conn: &mut Connection,
+    idle: Option<Duration>,
+) -> io::Result<()> {
+    if conn.pending.is_empty() {
+        return Ok(());
+    }
+    let written = write_some(&mut conn.stream, &conn.pending)?;
+    conn.pending.drain(..written);
+    if !conn.pending.is_empty() {
+        arm(reactor, token, Direction::Write, idle);
+    }
+    Ok(())
+}
+
+/// Writes `data` until it is all written or the socket would block; returns
+/// how much was written.
+fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match stream.write(&data[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// Arms the idle deadline in `direction`, now that the connection waits in
+/// that direction.
+fn arm(reactor: &mut Reactor, token: Token, direction: Direction, idle: Option<Duration>) {
+    if let Some(idle) = idle {
+        reactor
+            .set_timeout(token, direction, idle)
+            .expect("a connection being served is registered");
+    }
+}
+
+/// Whether `e` means the peer went away, which is routine for a server.
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::UnexpectedEof
+    )
+}

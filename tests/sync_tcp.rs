@@ -1,0 +1,1603 @@
+//! The TCP part of the sync facade's contract (`/work/shared/spec/sync-modes.md`,
+//! rules R1-R14 and its checklist), over real sockets on 127.0.0.1.
+//!
+//! This binary never changes the process-wide default timeout, so every
+//! socket here starts blocking; `tests/sync_default_timeout.rs` covers the
+//! default. Timing follows the contract's bounds for a noisy 2-core machine:
+//! a deadline never fires early (`T - 10 ms`), lateness is bounded loosely
+//! (`T + max(1 s, T)`), "promptly" is 250 ms, and waits that must succeed get
+//! 10 s. Every test body runs under a 60 s watchdog.
+
+use std::fs;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ontime_sync::{create_connection, select, Mode, TcpListener, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// The timeout under test in most timing tests.
+const T: Duration = Duration::from_millis(300);
+/// How long a call that must succeed may take.
+const SUCCEED: Duration = Duration::from_secs(10);
+/// The bound for "promptly".
+const PROMPT: Duration = Duration::from_millis(250);
+/// How long a whole test may take.
+const WATCHDOG: Duration = Duration::from_secs(60);
+/// `SO_SNDBUF` and `SO_RCVBUF` for the tests that fill buffers.
+const SMALL_BUFFER: usize = 64 * 1024;
+/// The most chunks a fill loop sends before giving up (64 MiB of 64 KiB
+/// chunks, far more than the shrunk buffers hold).
+const FILL_LIMIT: usize = 1024;
+
+// ---------------------------------------------------------------------------
+// Timing and error assertions
+
+/// Asserts that a call in timeout mode `t` gave up on time: never early
+/// (strictly, with 10 ms for clock granularity), and not very late (loosely).
+#[track_caller]
+fn assert_timed_out(elapsed: Duration, t: Duration) {
+    let earliest = t.saturating_sub(Duration::from_millis(10));
+    assert!(
+        elapsed >= earliest,
+        "returned early: after {elapsed:?}, timeout {t:?}"
+    );
+    let latest = t + t.max(Duration::from_secs(1));
+    assert!(
+        elapsed <= latest,
+        "returned late: after {elapsed:?}, timeout {t:?}"
+    );
+}
+
+/// Asserts that a call returned promptly.
+#[track_caller]
+fn assert_prompt(elapsed: Duration) {
+    assert!(
+        elapsed <= PROMPT,
+        "not prompt: took {elapsed:?}, bound {PROMPT:?}"
+    );
+}
+
+/// Runs `f` and measures it.
+fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
+    let start = Instant::now();
+    let result = f();
+    (result, start.elapsed())
+}
+
+/// Asserts that `result` failed with `kind`, and returns the error.
+#[track_caller]
+fn expect_kind<R: std::fmt::Debug>(result: io::Result<R>, kind: ErrorKind) -> io::Error {
+    match result {
+        Ok(value) => panic!("expected {kind:?}, got Ok({value:?})"),
+        Err(e) => {
+            assert_eq!(e.kind(), kind, "expected {kind:?}, got {e:?}");
+            e
+        }
+    }
+}
+
+/// Asserts that `result` is the timeout-mode expiry of rule R2: `TimedOut`,
+/// no OS error, message "timed out" (and never `WouldBlock`).
+#[track_caller]
+fn expect_timed_out<R: std::fmt::Debug>(result: io::Result<R>) {
+    let e = expect_kind(result, ErrorKind::TimedOut);
+    assert_eq!(
+        e.raw_os_error(),
+        None,
+        "a deadline is not an OS error: {e:?}"
+    );
+    assert_eq!(e.to_string(), "timed out");
+}
+
+/// Runs a test body on its own thread and fails the test if it takes longer
+/// than [`WATCHDOG`]; a panic in the body fails the test with its message.
+fn watchdog(body: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = mpsc::channel();
+    let runner = thread::Builder::new()
+        .name(thread::current().name().unwrap_or("test").to_owned())
+        .spawn(move || {
+            body();
+            let _ = done_tx.send(());
+        })
+        .expect("spawn the test body");
+    match done_rx.recv_timeout(WATCHDOG) {
+        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+            if let Err(payload) = runner.join() {
+                panic::resume_unwind(payload);
+            }
+        }
+        Err(RecvTimeoutError::Timeout) => panic!("the test did not finish within {WATCHDOG:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sockets
+
+/// A connected pair `(client, server)` made by the facade; with no default
+/// timeout both are blocking.
+fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("local_addr")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    (client, server)
+}
+
+/// A connected pair whose send and receive buffers are shrunk to
+/// [`SMALL_BUFFER`] before connecting, so that fill loops end quickly. Both
+/// streams are blocking.
+fn small_buffer_pair() -> (TcpStream, TcpStream) {
+    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let listen = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    listen
+        .set_recv_buffer_size(SMALL_BUFFER)
+        .expect("SO_RCVBUF");
+    listen
+        .set_send_buffer_size(SMALL_BUFFER)
+        .expect("SO_SNDBUF");
+    listen.bind(&any.into()).expect("bind");
+    listen.listen(16).expect("listen");
+    let listener = TcpListener::from(std::net::TcpListener::from(listen));
+    let addr = listener.local_addr().expect("local_addr");
+
+    let connect = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    connect
+        .set_send_buffer_size(SMALL_BUFFER)
+        .expect("SO_SNDBUF");
+    connect
+        .set_recv_buffer_size(SMALL_BUFFER)
+        .expect("SO_RCVBUF");
+    // A blocking connect, as std's.
+    connect.connect(&addr.into()).expect("connect");
+    let client = TcpStream::from(std::net::TcpStream::from(connect));
+    let (server, _) = listener.accept().expect("accept");
+    (client, server)
+}
+
+/// An address on 127.0.0.1 where nothing listens: a port the OS just gave
+/// out and took back.
+fn refused_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local_addr")
+}
+
+/// A listener whose accept queue is full, with the filler connection that
+/// fills it (see "A real connect timeout on loopback only" in the spec):
+/// backlog 0 and one connection nobody accepts, so Linux drops the next SYN.
+/// `None` (after saying so) where the kernel refuses such connects instead.
+fn full_accept_queue() -> Option<(TcpListener, std::net::TcpStream)> {
+    let abort = fs::read_to_string("/proc/sys/net/ipv4/tcp_abort_on_overflow").unwrap_or_default();
+    if abort.trim() == "1" {
+        eprintln!("skipped: net.ipv4.tcp_abort_on_overflow is 1, so a full accept queue refuses instead of dropping SYNs");
+        return None;
+    }
+    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let listen = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    listen.bind(&any.into()).expect("bind");
+    listen.listen(0).expect("listen");
+    let listener = TcpListener::from(std::net::TcpListener::from(listen));
+    let filler = std::net::TcpStream::connect(listener.local_addr().expect("local_addr"))
+        .expect("filler connect");
+    // The filler counts against the backlog once it sits in the accept queue.
+    let ready = select(&[&listener], &[], Some(SUCCEED)).expect("select");
+    assert_eq!(
+        ready.readable,
+        vec![0],
+        "the filler connection never reached the accept queue"
+    );
+    Some((listener, filler))
+}
+
+/// How many IPv4 TCP sockets of this network namespace are in `SYN_SENT`
+/// towards `port` (from `/proc/net/tcp`).
+fn syn_sent_to(port: u16) -> usize {
+    const SYN_SENT: &str = "02";
+    let table = fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields
+                .get(2)
+                .and_then(|remote| remote.rsplit(':').next())
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            fields.get(3) == Some(&SYN_SENT) && remote_port == Some(port)
+        })
+        .count()
+}
+
+/// Whether the descriptor has `O_NONBLOCK` set.
+fn fd_is_nonblocking(fd: RawFd) -> bool {
+    // SAFETY: F_GETFL only reads the status flags of a descriptor that the
+    // caller's socket keeps open for the duration of the call.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    assert!(
+        flags >= 0,
+        "fcntl(F_GETFL) failed: {}",
+        io::Error::last_os_error()
+    );
+    flags & libc::O_NONBLOCK != 0
+}
+
+/// The CPU time (user + system) the calling thread has used so far.
+fn thread_cpu_time() -> Duration {
+    // SAFETY: rusage is plain data, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage for the call to fill.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    assert_eq!(rc, 0, "getrusage failed: {}", io::Error::last_os_error());
+    let micros = |tv: libc::timeval| {
+        Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+    };
+    micros(usage.ru_utime) + micros(usage.ru_stime)
+}
+
+/// Sends chunks in the stream's current mode until a send fails, at most
+/// [`FILL_LIMIT`] times. Returns the failure, how long that last call took,
+/// and how many bytes were sent before it.
+fn fill(stream: &TcpStream) -> (io::Error, Duration, usize) {
+    let chunk = vec![0x5a; SMALL_BUFFER];
+    let mut sent = 0;
+    for _ in 0..FILL_LIMIT {
+        let (result, elapsed) = timed(|| stream.send(&chunk));
+        match result {
+            Ok(n) => sent += n,
+            Err(e) => return (e, elapsed, sent),
+        }
+    }
+    panic!("{sent} bytes sent to a peer that never reads and the buffers are still not full");
+}
+
+/// The three modes, with a timeout mode of [`T`].
+fn modes() -> [Mode; 3] {
+    [Mode::Blocking, Mode::NonBlocking, Mode::Timeout(T)]
+}
+
+// ---------------------------------------------------------------------------
+// Modes (R1)
+
+#[test]
+fn new_sockets_without_a_default_are_blocking() {
+    watchdog(|| {
+        assert_eq!(ontime_sync::default_timeout(), None);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let std_client = std::net::TcpStream::connect(std_listener.local_addr().unwrap()).unwrap();
+        let converted_listener = TcpListener::from(std_listener);
+        let converted = TcpStream::from(std_client);
+        let streams = [
+            ("connected", &client),
+            ("accepted", &accepted),
+            ("converted", &converted),
+        ];
+        for (what, stream) in streams {
+            assert_eq!(stream.timeout(), None, "{what} stream");
+            assert!(stream.is_blocking(), "{what} stream");
+            assert_eq!(stream.mode(), Mode::Blocking, "{what} stream");
+        }
+        for (what, listener) in [("bound", &listener), ("converted", &converted_listener)] {
+            assert_eq!(listener.timeout(), None, "{what} listener");
+            assert!(listener.is_blocking(), "{what} listener");
+            assert_eq!(listener.mode(), Mode::Blocking, "{what} listener");
+        }
+    });
+}
+
+/// One way of setting a mode.
+#[derive(Clone, Copy, Debug)]
+enum Setter {
+    Timeout(Option<Duration>),
+    Blocking(bool),
+    Mode(Mode),
+}
+
+impl Setter {
+    /// The mode rule R1 says the setter gives.
+    fn expected(self) -> Mode {
+        match self {
+            Setter::Timeout(None) | Setter::Blocking(true) => Mode::Blocking,
+            Setter::Timeout(Some(d)) if d.is_zero() => Mode::NonBlocking,
+            Setter::Timeout(Some(d)) => Mode::Timeout(d),
+            Setter::Blocking(false) => Mode::NonBlocking,
+            Setter::Mode(mode) => mode,
+        }
+    }
+}
+
+/// The mode methods, which the socket types share.
+trait Moded {
+    fn apply(&self, setter: Setter) -> io::Result<()>;
+    /// `(mode(), timeout(), is_blocking())`.
+    fn observe(&self) -> (Mode, Option<Duration>, bool);
+}
+
+macro_rules! impl_moded {
+    ($($ty:ty),*) => {$(
+        impl Moded for $ty {
+            fn apply(&self, setter: Setter) -> io::Result<()> {
+                match setter {
+                    Setter::Timeout(timeout) => self.set_timeout(timeout),
+                    Setter::Blocking(blocking) => self.set_blocking(blocking),
+                    Setter::Mode(mode) => self.set_mode(mode),
+                }
+            }
+            fn observe(&self) -> (Mode, Option<Duration>, bool) {
+                (self.mode(), self.timeout(), self.is_blocking())
+            }
+        }
+    )*};
+}
+
+impl_moded!(TcpStream, TcpListener);
+
+/// Applies every sequence of three setters and checks R1 after each step.
+fn check_setters(sock: &dyn Moded, what: &str) {
+    let setters = [
+        Setter::Timeout(None),
+        Setter::Timeout(Some(Duration::ZERO)),
+        Setter::Timeout(Some(T)),
+        Setter::Blocking(true),
+        Setter::Blocking(false),
+        Setter::Mode(Mode::Blocking),
+        Setter::Mode(Mode::NonBlocking),
+        Setter::Mode(Mode::Timeout(Duration::from_secs(1))),
+    ];
+    for first in setters {
+        for second in setters {
+            for third in setters {
+                for setter in [first, second, third] {
+                    sock.apply(setter)
+                        .unwrap_or_else(|e| panic!("{what}: {setter:?} failed: {e}"));
+                    let mode = setter.expected();
+                    let timeout = match mode {
+                        Mode::Blocking => None,
+                        Mode::NonBlocking => Some(Duration::ZERO),
+                        Mode::Timeout(d) => Some(d),
+                    };
+                    let blocking = mode != Mode::NonBlocking;
+                    assert_eq!(
+                        sock.observe(),
+                        (mode, timeout, blocking),
+                        "{what}: after {first:?}, {second:?}, {third:?} (at {setter:?})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mode_setters_round_trip_in_every_order() {
+    watchdog(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (client, _server) = pair();
+        check_setters(&client, "stream");
+        check_setters(&listener, "listener");
+    });
+}
+
+#[test]
+fn one_nanosecond_is_timeout_mode_and_times_out() {
+    watchdog(|| {
+        let one = Duration::from_nanos(1);
+        let (client, _server) = pair();
+        client.set_timeout(Some(one)).unwrap();
+        assert_eq!(client.mode(), Mode::Timeout(one));
+        assert_eq!(client.timeout(), Some(one));
+        assert!(client.is_blocking(), "timeout mode counts as blocking");
+        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
+        expect_timed_out(result);
+        assert_prompt(elapsed);
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_timeout(Some(one)).unwrap();
+        let (result, elapsed) = timed(|| listener.accept());
+        expect_timed_out(result);
+        assert_prompt(elapsed);
+    });
+}
+
+/// The facade stores `Duration::MAX` saturated at about 584 years and waits
+/// as if blocking.
+#[test]
+fn duration_max_waits_as_blocking() {
+    watchdog(|| {
+        let five_hundred_years = Duration::from_secs(500 * 365 * 24 * 3600);
+        let (client, server) = pair();
+        client.set_timeout(Some(Duration::MAX)).unwrap();
+        match client.mode() {
+            Mode::Timeout(d) => assert!(d >= five_hundred_years, "stored as {d:?}"),
+            mode => panic!("Duration::MAX gave {mode:?}"),
+        }
+        assert!(client.is_blocking());
+        thread::scope(|s| {
+            s.spawn(|| {
+                // The data arrives later.
+                thread::sleep(Duration::from_millis(200));
+                server.send_all(b"late").unwrap();
+            });
+            let mut buf = [0; 16];
+            let (n, elapsed) = timed(|| client.recv(&mut buf).unwrap());
+            assert_eq!(&buf[..n], b"late");
+            assert!(elapsed <= SUCCEED, "took {elapsed:?}");
+        });
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_timeout(Some(Duration::MAX)).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        listener.accept().unwrap();
+    });
+}
+
+#[test]
+fn data_queued_before_a_mode_change_is_still_read() {
+    watchdog(|| {
+        let (client, server) = pair();
+        // A second handle, with its own mode, to wait until data is queued.
+        let probe = client.try_clone().unwrap();
+        probe.set_timeout(Some(SUCCEED)).unwrap();
+        let changes = [
+            (Mode::Blocking, Mode::NonBlocking),
+            (Mode::NonBlocking, Mode::Timeout(T)),
+            (Mode::Timeout(T), Mode::Blocking),
+            (Mode::Blocking, Mode::Timeout(T)),
+            (Mode::Timeout(T), Mode::NonBlocking),
+            (Mode::NonBlocking, Mode::Blocking),
+        ];
+        for (round, (before, after)) in changes.into_iter().enumerate() {
+            client.set_mode(before).unwrap();
+            let message = [b'a' + round as u8; 5];
+            server.send_all(&message).unwrap();
+            let mut peeked = [0; 5];
+            assert_eq!(probe.peek(&mut peeked).unwrap(), 5);
+            client.set_mode(after).unwrap();
+            let mut buf = [0; 16];
+            let (n, elapsed) = timed(|| client.recv(&mut buf).unwrap());
+            assert_eq!(
+                &buf[..n],
+                &message,
+                "queued in {before:?}, read in {after:?}"
+            );
+            assert_prompt(elapsed);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Accept
+
+#[test]
+fn nonblocking_accept_with_nothing_pending_would_block_promptly() {
+    watchdog(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_blocking(false).unwrap();
+        let (result, elapsed) = timed(|| listener.accept());
+        expect_kind(result, ErrorKind::WouldBlock);
+        assert_prompt(elapsed);
+    });
+}
+
+#[test]
+fn timeout_accept_times_out_at_t() {
+    watchdog(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_timeout(Some(T)).unwrap();
+        let (result, elapsed) = timed(|| listener.accept());
+        expect_timed_out(result);
+        assert_timed_out(elapsed, T);
+    });
+}
+
+#[test]
+fn blocking_accept_returns_when_a_client_arrives() {
+    watchdog(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(listener.is_blocking());
+        thread::scope(|s| {
+            let client = s.spawn(move || {
+                // The client arrives later.
+                thread::sleep(Duration::from_millis(200));
+                std::net::TcpStream::connect(addr).unwrap()
+            });
+            let (result, elapsed) = timed(|| listener.accept());
+            let (accepted, peer) = result.unwrap();
+            let client = client.join().unwrap();
+            assert_eq!(peer, client.local_addr().unwrap());
+            assert_eq!(accepted.peer_addr().unwrap(), peer);
+            assert!(elapsed <= SUCCEED, "took {elapsed:?}");
+        });
+    });
+}
+
+#[test]
+fn listener_that_timed_out_still_accepts() {
+    watchdog(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_timeout(Some(T)).unwrap();
+        expect_timed_out(listener.accept());
+
+        // A client already waiting, in the same mode.
+        let first = std::net::TcpStream::connect(addr).unwrap();
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer, first.local_addr().unwrap());
+
+        // A client that arrives during a wait.
+        listener.set_timeout(Some(SUCCEED)).unwrap();
+        thread::scope(|s| {
+            let client = s.spawn(move || {
+                thread::sleep(Duration::from_millis(100));
+                std::net::TcpStream::connect(addr).unwrap()
+            });
+            let (_, peer) = listener.accept().unwrap();
+            assert_eq!(peer, client.join().unwrap().local_addr().unwrap());
+        });
+
+        // And it still times out afterwards.
+        listener.set_timeout(Some(T)).unwrap();
+        let (result, elapsed) = timed(|| listener.accept());
+        expect_timed_out(result);
+        assert_timed_out(elapsed, T);
+    });
+}
+
+/// R8 with no default timeout; the rest of its matrix is in
+/// `tests/sync_default_timeout.rs`.
+#[test]
+fn accepted_streams_are_blocking_whatever_the_listener_mode() {
+    watchdog(|| {
+        for mode in modes() {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_mode(mode).unwrap();
+            let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let ready = select(&[&listener], &[], Some(SUCCEED)).unwrap();
+            assert_eq!(ready.readable, vec![0], "listener in {mode:?}");
+            let (accepted, _) = listener.accept().unwrap();
+            assert_eq!(
+                accepted.mode(),
+                Mode::Blocking,
+                "accepted from a listener in {mode:?}"
+            );
+            assert_eq!(
+                listener.mode(),
+                mode,
+                "accepting changed the listener's mode"
+            );
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Connect (R9, R10)
+
+#[test]
+fn refused_connect_is_connection_refused_promptly() {
+    watchdog(|| {
+        let addr = refused_addr();
+        let (result, elapsed) = timed(|| TcpStream::connect(addr));
+        expect_kind(result, ErrorKind::ConnectionRefused);
+        assert_prompt(elapsed);
+        for timeout in [None, Some(T), Some(SUCCEED)] {
+            let (result, elapsed) = timed(|| create_connection(addr, timeout));
+            expect_kind(result, ErrorKind::ConnectionRefused);
+            assert_prompt(elapsed);
+        }
+    });
+}
+
+#[test]
+fn connect_to_a_full_accept_queue_times_out_at_t() {
+    watchdog(|| {
+        let Some((listener, _filler)) = full_accept_queue() else {
+            return;
+        };
+        let addr = listener.local_addr().unwrap();
+        let (result, elapsed) = timed(|| create_connection(addr, Some(T)));
+        expect_timed_out(result);
+        assert_timed_out(elapsed, T);
+    });
+}
+
+#[test]
+fn timed_out_connect_leaves_nothing_half_open() {
+    watchdog(|| {
+        let Some((listener, _filler)) = full_accept_queue() else {
+            return;
+        };
+        let addr = listener.local_addr().unwrap();
+        let timeout = Duration::from_millis(500);
+        assert_eq!(syn_sent_to(addr.port()), 0);
+        thread::scope(|s| {
+            let attempt = s.spawn(move || create_connection(addr, Some(timeout)));
+            // The check below can see a half-open attempt: it sees this one.
+            let start = Instant::now();
+            let mut seen = false;
+            while !attempt.is_finished() && start.elapsed() < SUCCEED {
+                if syn_sent_to(addr.port()) > 0 {
+                    seen = true;
+                    break;
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+            expect_timed_out(attempt.join().unwrap());
+            assert!(
+                seen,
+                "no SYN_SENT socket towards port {} was seen during the connect",
+                addr.port()
+            );
+        });
+        // Closing may go through the reactor's thread: allow it a moment.
+        let closed = Instant::now();
+        while syn_sent_to(addr.port()) > 0 {
+            assert!(
+                closed.elapsed() <= PROMPT,
+                "a SYN_SENT socket towards port {} outlived the timed-out connect by {PROMPT:?}",
+                addr.port()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    });
+}
+
+#[test]
+fn create_connection_skips_a_refused_address() {
+    watchdog(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = listener.local_addr().unwrap();
+        for timeout in [None, Some(SUCCEED)] {
+            let addrs = [refused_addr(), live];
+            let stream = create_connection(&addrs[..], timeout).unwrap();
+            assert_eq!(stream.peer_addr().unwrap(), live);
+            assert_eq!(
+                stream.timeout(),
+                timeout,
+                "the stream's mode is the given timeout"
+            );
+            let (accepted, _) = listener.accept().unwrap();
+            assert_eq!(accepted.peer_addr().unwrap(), stream.local_addr().unwrap());
+        }
+        // With every address refused, the last error comes back.
+        let addrs = [refused_addr(), refused_addr()];
+        expect_kind(
+            create_connection(&addrs[..], Some(T)),
+            ErrorKind::ConnectionRefused,
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Receive
+
+#[test]
+fn blocking_recv_returns_data_when_it_arrives() {
+    watchdog(|| {
+        let (client, server) = pair();
+        thread::scope(|s| {
+            s.spawn(|| {
+                thread::sleep(Duration::from_millis(200));
+                server.send_all(b"hello").unwrap();
+            });
+            let mut buf = [0; 16];
+            let (n, elapsed) = timed(|| client.recv(&mut buf).unwrap());
+            assert_eq!(&buf[..n], b"hello");
+            assert!(elapsed <= SUCCEED, "took {elapsed:?}");
+        });
+    });
+}
+
+#[test]
+fn nonblocking_recv_without_data_would_block_promptly() {
+    watchdog(|| {
+        let (client, _server) = pair();
+        client.set_blocking(false).unwrap();
+        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
+        expect_kind(result, ErrorKind::WouldBlock);
+        assert_prompt(elapsed);
+        let (result, elapsed) = timed(|| (&client).read(&mut [0; 16]));
+        expect_kind(result, ErrorKind::WouldBlock);
+        assert_prompt(elapsed);
+    });
+}
+
+#[test]
+fn timeout_recv_times_out_at_t() {
+    watchdog(|| {
+        let (client, _server) = pair();
+        client.set_timeout(Some(T)).unwrap();
+        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
+        expect_timed_out(result);
+        assert_timed_out(elapsed, T);
+        let (result, elapsed) = timed(|| (&client).read(&mut [0; 16]));
+        expect_timed_out(result);
+        assert_timed_out(elapsed, T);
+    });
+}
+
+#[test]
+fn timeout_recv_returns_partial_data_at_once() {
+    watchdog(|| {
+        let (client, server) = pair();
+        client.set_timeout(Some(SUCCEED)).unwrap();
+        let delay = Duration::from_millis(100);
+        thread::scope(|s| {
+            s.spawn(|| {
+                thread::sleep(delay);
+                server.send_all(b"abc").unwrap();
+            });
+            let mut buf = [0; 100];
+            let (n, elapsed) = timed(|| client.recv(&mut buf).unwrap());
+            assert_eq!(&buf[..n], b"abc");
+            assert!(
+                elapsed <= delay + PROMPT,
+                "3 bytes arrived after {delay:?} but recv took {elapsed:?}"
+            );
+        });
+        // Data already queued comes back at once too.
+        server.send_all(b"de").unwrap();
+        assert_eq!(client.peek(&mut [0; 2]).unwrap(), 2);
+        let mut buf = [0; 100];
+        let (n, elapsed) = timed(|| client.recv(&mut buf).unwrap());
+        assert_eq!(&buf[..n], b"de");
+        assert_prompt(elapsed);
+    });
+}
+
+#[test]
+fn socket_that_timed_out_is_still_usable() {
+    watchdog(|| {
+        let (client, server) = pair();
+        client.set_timeout(Some(T)).unwrap();
+        expect_timed_out(client.recv(&mut [0; 16]));
+        thread::scope(|s| {
+            s.spawn(|| {
+                thread::sleep(Duration::from_millis(100));
+                server.send_all(b"again").unwrap();
+            });
+            client.set_timeout(Some(SUCCEED)).unwrap();
+            let mut buf = [0; 16];
+            let n = client.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"again");
+        });
+        // Both directions still work, and it still times out.
+        client.send_all(b"reply").unwrap();
+        let mut buf = [0; 5];
+        server.recv_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"reply");
+        client.set_timeout(Some(T)).unwrap();
+        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
+        expect_timed_out(result);
+        assert_timed_out(elapsed, T);
+    });
+}
+
+#[test]
+fn peer_fin_gives_eof_promptly_in_every_mode() {
+    watchdog(|| {
+        // The FIN comes while a call waits.
+        for mode in [Mode::Blocking, Mode::Timeout(SUCCEED)] {
+            let (client, server) = pair();
+            client.set_mode(mode).unwrap();
+            let (waiting_tx, waiting_rx) = mpsc::channel();
+            thread::scope(|s| {
+                let reader = s.spawn(move || {
+                    waiting_tx.send(()).unwrap();
+                    let result = client.recv(&mut [0; 16]);
+                    (result, Instant::now())
+                });
+                waiting_rx.recv().unwrap();
+                // Let the call start waiting.
+                thread::sleep(Duration::from_millis(100));
+                let fin = Instant::now();
+                server.shutdown(Shutdown::Write).unwrap();
+                let (result, returned) = reader.join().unwrap();
+                assert_eq!(result.unwrap(), 0, "in {mode:?}");
+                assert!(returned >= fin, "recv in {mode:?} returned before the FIN");
+                assert_prompt(returned - fin);
+            });
+        }
+        // The FIN is already there.
+        for mode in modes() {
+            let (client, server) = pair();
+            server.shutdown(Shutdown::Write).unwrap();
+            let ready = select(&[&client], &[], Some(SUCCEED)).unwrap();
+            assert_eq!(ready.readable, vec![0]);
+            client.set_mode(mode).unwrap();
+            for _ in 0..2 {
+                let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
+                assert_eq!(result.unwrap(), 0, "in {mode:?}");
+                assert_prompt(elapsed);
+            }
+        }
+    });
+}
+
+#[test]
+fn zero_length_read_returns_at_once_in_every_mode() {
+    watchdog(|| {
+        let (client, _server) = pair();
+        for mode in modes() {
+            client.set_mode(mode).unwrap();
+            let (result, elapsed) = timed(|| client.recv(&mut []));
+            assert_eq!(result.unwrap(), 0, "recv in {mode:?}");
+            assert_prompt(elapsed);
+            let (result, elapsed) = timed(|| (&client).read(&mut []));
+            assert_eq!(result.unwrap(), 0, "read in {mode:?}");
+            assert_prompt(elapsed);
+            let (result, elapsed) = timed(|| client.peek(&mut []));
+            assert_eq!(result.unwrap(), 0, "peek in {mode:?}");
+            assert_prompt(elapsed);
+            let (result, elapsed) = timed(|| (&client).read_exact(&mut []));
+            result.unwrap();
+            assert_prompt(elapsed);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Send
+
+#[test]
+fn nonblocking_send_to_a_peer_that_never_reads_would_block() {
+    watchdog(|| {
+        let (client, _server) = small_buffer_pair();
+        client.set_blocking(false).unwrap();
+        let (e, elapsed, sent) = fill(&client);
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "after {sent} bytes: {e:?}");
+        assert!(sent > 0);
+        assert_prompt(elapsed);
+    });
+}
+
+#[test]
+fn timeout_send_with_a_full_buffer_times_out_at_t() {
+    watchdog(|| {
+        let (client, _server) = small_buffer_pair();
+        client.set_timeout(Some(T)).unwrap();
+        let (e, elapsed, sent) = fill(&client);
+        expect_timed_out::<()>(Err(e));
+        assert!(sent > 0);
+        assert_timed_out(elapsed, T);
+    });
+}
+
+#[test]
+fn send_all_to_a_peer_that_never_reads_times_out_at_t() {
+    watchdog(|| {
+        let (client, _server) = small_buffer_pair();
+        client.set_timeout(Some(T)).unwrap();
+        let data = vec![1; 16 << 20];
+        let (result, elapsed) = timed(|| client.send_all(&data));
+        expect_timed_out(result);
+        assert_timed_out(elapsed, T);
+        let (result, elapsed) = timed(|| (&client).write_all(&data));
+        expect_timed_out(result);
+        assert_timed_out(elapsed, T);
+    });
+}
+
+/// R3: a peer that reads a little at a time keeps `send_all` making progress,
+/// but the one deadline still ends it at ~T.
+#[test]
+fn send_all_keeps_one_deadline_while_the_peer_reads_slowly() {
+    watchdog(|| {
+        let (client, server) = small_buffer_pair();
+        let timeout = Duration::from_millis(400);
+        client.set_timeout(Some(timeout)).unwrap();
+        server.set_timeout(Some(SUCCEED)).unwrap();
+        let stop = AtomicBool::new(false);
+        thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut buf = vec![0; SMALL_BUFFER];
+                let mut read = 0;
+                for _ in 0..FILL_LIMIT {
+                    thread::sleep(Duration::from_millis(100));
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    match server.recv(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => read += n,
+                    }
+                }
+                read
+            });
+            let data = vec![2; 16 << 20];
+            let (result, elapsed) = timed(|| client.send_all(&data));
+            stop.store(true, Ordering::Release);
+            let read = reader.join().unwrap();
+            expect_timed_out(result);
+            assert_timed_out(elapsed, timeout);
+            assert!(
+                read > 0,
+                "the peer read nothing, so the test did not show progress"
+            );
+        });
+    });
+}
+
+/// The byte at offset `i` of a stream that shows loss, duplication and
+/// reordering (251 is prime, so no chunk size lines up with it).
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+#[test]
+fn send_all_of_16_mib_arrives_whole_and_in_order() {
+    watchdog(|| {
+        const LEN: usize = 16 << 20;
+        let data: Vec<u8> = (0..LEN).map(pattern).collect();
+        for mode in [Mode::Blocking, Mode::Timeout(SUCCEED)] {
+            let (client, server) = pair();
+            client.set_mode(mode).unwrap();
+            server.set_timeout(Some(SUCCEED)).unwrap();
+            thread::scope(|s| {
+                let reader = s.spawn(|| {
+                    let mut received = Vec::with_capacity(LEN);
+                    let mut buf = vec![0; 256 * 1024];
+                    // Bounded: each round either ends or adds at least a byte.
+                    while received.len() <= LEN {
+                        match server.recv(&mut buf).unwrap() {
+                            0 => break,
+                            n => received.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    received
+                });
+                client.send_all(&data).unwrap();
+                client.shutdown(Shutdown::Write).unwrap();
+                let received = reader.join().unwrap();
+                assert_eq!(received.len(), LEN, "in {mode:?}");
+                if let Some(at) = received
+                    .iter()
+                    .enumerate()
+                    .position(|(i, &b)| b != pattern(i))
+                {
+                    panic!(
+                        "in {mode:?}: byte {at} is {} instead of {}",
+                        received[at],
+                        pattern(at)
+                    );
+                }
+            });
+        }
+    });
+}
+
+/// The environment variable under which this binary, run again as a child,
+/// restores the default `SIGPIPE` action before sending to a shut-down socket.
+const SIGPIPE_CHILD: &str = "ONTIME_SYNC_TEST_SIGPIPE_CHILD";
+
+#[test]
+fn send_after_shutdown_write_is_broken_pipe_without_sigpipe() {
+    if std::env::var_os(SIGPIPE_CHILD).is_some() {
+        // Rust programs ignore SIGPIPE; a C or Python host would not, so the
+        // facade must not rely on it.
+        // SAFETY: setting a signal's disposition to its default has no
+        // preconditions; this process runs only this test.
+        let previous = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        assert_ne!(previous, libc::SIG_ERR);
+    }
+    watchdog(|| {
+        for mode in modes() {
+            let (client, _server) = pair();
+            client.set_mode(mode).unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            let (result, elapsed) = timed(|| client.send(b"x"));
+            expect_kind(result, ErrorKind::BrokenPipe);
+            assert_prompt(elapsed);
+            expect_kind(client.send_all(b"xyz"), ErrorKind::BrokenPipe);
+            expect_kind((&client).write_all(b"xyz"), ErrorKind::BrokenPipe);
+        }
+    });
+    if std::env::var_os(SIGPIPE_CHILD).is_some() {
+        return;
+    }
+    // Run this same test in a child process with SIGPIPE's default action.
+    let name = "send_after_shutdown_write_is_broken_pipe_without_sigpipe";
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(SIGPIPE_CHILD, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the child test did not finish within 30 s");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        status.success(),
+        "the child with SIGPIPE's default action failed: {status}\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child did not run the test:\n{stdout}\n{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// read_exact (R3)
+
+#[test]
+fn read_exact_with_fin_after_three_bytes_is_unexpected_eof() {
+    watchdog(|| {
+        for mode in [Mode::Blocking, Mode::Timeout(SUCCEED)] {
+            let (client, server) = pair();
+            client.set_mode(mode).unwrap();
+            server.send_all(b"abc").unwrap();
+            server.shutdown(Shutdown::Write).unwrap();
+            let mut buf = [0; 8];
+            let (result, elapsed) = timed(|| (&client).read_exact(&mut buf));
+            expect_kind(result, ErrorKind::UnexpectedEof);
+            assert_prompt(elapsed);
+            assert_eq!(
+                &buf[..3],
+                b"abc",
+                "the bytes received before the FIN are in the buffer"
+            );
+        }
+    });
+}
+
+#[test]
+fn read_exact_gathers_eight_bytes_sent_in_four_chunks() {
+    watchdog(|| {
+        let deadline = Duration::from_secs(2);
+        for mode in [Mode::Blocking, Mode::Timeout(deadline)] {
+            let (client, server) = pair();
+            server.set_nodelay(true).unwrap();
+            client.set_mode(mode).unwrap();
+            thread::scope(|s| {
+                s.spawn(|| {
+                    for chunk in [b"01", b"23", b"45", b"67"] {
+                        thread::sleep(Duration::from_millis(50));
+                        server.send_all(chunk).unwrap();
+                    }
+                });
+                let mut buf = [0; 8];
+                let (result, elapsed) = timed(|| (&client).read_exact(&mut buf));
+                result.unwrap_or_else(|e| panic!("in {mode:?}: {e:?}"));
+                assert_eq!(&buf, b"01234567");
+                assert!(elapsed < deadline, "took {elapsed:?}");
+            });
+        }
+    });
+}
+
+/// R3: partial progress does not extend `read_exact`'s deadline. The peer
+/// sends one byte every T/3, so 8 bytes would take 8T/3; a deadline renewed
+/// per read would let the call succeed.
+#[test]
+fn read_exact_deadline_is_not_extended_by_partial_progress() {
+    watchdog(|| {
+        let (client, server) = pair();
+        server.set_nodelay(true).unwrap();
+        client.set_timeout(Some(T)).unwrap();
+        thread::scope(|s| {
+            s.spawn(|| {
+                for byte in 0..8u8 {
+                    thread::sleep(T / 3);
+                    if server.send(&[byte]).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut buf = [0; 8];
+            let (result, elapsed) = timed(|| (&client).read_exact(&mut buf));
+            expect_timed_out(result);
+            assert_timed_out(elapsed, T);
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------
+// R4: the mode is read at call entry
+
+#[test]
+fn mode_change_does_not_affect_a_waiting_call() {
+    watchdog(|| {
+        // A blocking call keeps waiting when the mode becomes a short timeout.
+        let (client, server) = pair();
+        let start = Instant::now();
+        let (waiting_tx, waiting_rx) = mpsc::channel();
+        thread::scope(|s| {
+            let reader = s.spawn(|| {
+                waiting_tx.send(()).unwrap();
+                let mut buf = [0; 16];
+                let n = client.recv(&mut buf);
+                n.map(|n| buf[..n].to_vec())
+            });
+            waiting_rx.recv().unwrap();
+            // Let the call start waiting.
+            thread::sleep(Duration::from_millis(100));
+            client.set_timeout(Some(Duration::from_millis(50))).unwrap();
+            thread::sleep(Duration::from_millis(400).saturating_sub(start.elapsed()));
+            server.send_all(b"late").unwrap();
+            let data = reader.join().unwrap();
+            assert_eq!(
+                data.unwrap(),
+                b"late",
+                "the waiting blocking call must still get the data"
+            );
+        });
+        // Later calls use the new mode.
+        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
+        expect_timed_out(result);
+        assert_timed_out(elapsed, Duration::from_millis(50));
+
+        // A call in timeout mode keeps its deadline when the mode becomes blocking.
+        let (client, _server) = pair();
+        client.set_timeout(Some(T)).unwrap();
+        let (waiting_tx, waiting_rx) = mpsc::channel();
+        thread::scope(|s| {
+            let reader = s.spawn(|| {
+                waiting_tx.send(()).unwrap();
+                timed(|| client.recv(&mut [0; 16]))
+            });
+            waiting_rx.recv().unwrap();
+            thread::sleep(Duration::from_millis(100));
+            client.set_blocking(true).unwrap();
+            let (result, elapsed) = reader.join().unwrap();
+            expect_timed_out(result);
+            assert_timed_out(elapsed, T);
+        });
+        assert_eq!(client.mode(), Mode::Blocking);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// R11: clones and the descriptor
+
+#[test]
+fn try_clone_copies_the_mode_then_modes_are_independent() {
+    watchdog(|| {
+        let (client, server) = pair();
+        client.set_timeout(Some(T)).unwrap();
+        let clone = client.try_clone().unwrap();
+        assert_eq!(clone.mode(), Mode::Timeout(T));
+
+        clone.set_blocking(false).unwrap();
+        assert_eq!(
+            client.mode(),
+            Mode::Timeout(T),
+            "changing the clone changed the original"
+        );
+        assert!(fd_is_nonblocking(client.as_raw_fd()));
+        assert!(fd_is_nonblocking(clone.as_raw_fd()));
+        let (result, elapsed) = timed(|| clone.recv(&mut [0; 16]));
+        expect_kind(result, ErrorKind::WouldBlock);
+        assert_prompt(elapsed);
+        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
+        expect_timed_out(result);
+        assert_timed_out(elapsed, T);
+
+        client.set_blocking(false).unwrap();
+        clone.set_timeout(Some(T)).unwrap();
+        assert_eq!(
+            clone.mode(),
+            Mode::Timeout(T),
+            "changing the original changed the clone"
+        );
+        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
+        expect_kind(result, ErrorKind::WouldBlock);
+        assert_prompt(elapsed);
+        let (result, elapsed) = timed(|| clone.recv(&mut [0; 16]));
+        expect_timed_out(result);
+        assert_timed_out(elapsed, T);
+
+        // Both handles reach the same connection.
+        server.send_all(b"shared").unwrap();
+        clone.set_timeout(Some(SUCCEED)).unwrap();
+        let mut buf = [0; 6];
+        clone.recv_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"shared");
+
+        // Listeners too.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_timeout(Some(T)).unwrap();
+        let listener_clone = listener.try_clone().unwrap();
+        assert_eq!(listener_clone.mode(), Mode::Timeout(T));
+        listener_clone.set_blocking(false).unwrap();
+        assert_eq!(listener.mode(), Mode::Timeout(T));
+        let (result, elapsed) = timed(|| listener_clone.accept());
+        expect_kind(result, ErrorKind::WouldBlock);
+        assert_prompt(elapsed);
+    });
+}
+
+#[test]
+fn descriptor_is_non_blocking_in_every_mode() {
+    watchdog(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let clone = client.try_clone().unwrap();
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let std_client = std::net::TcpStream::connect(std_listener.local_addr().unwrap()).unwrap();
+        assert!(
+            !fd_is_nonblocking(std_client.as_raw_fd()),
+            "std's stream starts blocking"
+        );
+        let converted = TcpStream::from(std_client);
+        let converted_listener = TcpListener::from(std_listener);
+        let streams = [
+            ("connected", &client),
+            ("accepted", &accepted),
+            ("clone", &clone),
+            ("converted", &converted),
+        ];
+        for mode in modes() {
+            for (what, stream) in streams {
+                stream.set_mode(mode).unwrap();
+                assert!(
+                    fd_is_nonblocking(stream.as_raw_fd()),
+                    "{what} stream in {mode:?}"
+                );
+            }
+            for (what, listener) in [("bound", &listener), ("converted", &converted_listener)] {
+                listener.set_mode(mode).unwrap();
+                assert!(
+                    fd_is_nonblocking(listener.as_raw_fd()),
+                    "{what} listener in {mode:?}"
+                );
+            }
+        }
+        // Also after a call that waited.
+        client.set_timeout(Some(T)).unwrap();
+        expect_timed_out(client.recv(&mut [0; 1]));
+        client.set_blocking(true).unwrap();
+        assert!(fd_is_nonblocking(client.as_raw_fd()));
+    });
+}
+
+// ---------------------------------------------------------------------------
+// R13: shutdown wakes waiters
+
+#[test]
+fn shutdown_wakes_a_blocked_recv() {
+    watchdog(|| {
+        for how in [Shutdown::Read, Shutdown::Both] {
+            for mode in [Mode::Blocking, Mode::Timeout(SUCCEED)] {
+                let (client, _server) = pair();
+                client.set_mode(mode).unwrap();
+                let (waiting_tx, waiting_rx) = mpsc::channel();
+                thread::scope(|s| {
+                    let reader = s.spawn(|| {
+                        waiting_tx.send(()).unwrap();
+                        let result = client.recv(&mut [0; 16]);
+                        (result, Instant::now())
+                    });
+                    waiting_rx.recv().unwrap();
+                    // Let the call start waiting.
+                    thread::sleep(Duration::from_millis(100));
+                    let shutdown = Instant::now();
+                    client.shutdown(how).unwrap();
+                    let (result, returned) = reader.join().unwrap();
+                    assert!(
+                        returned >= shutdown,
+                        "recv in {mode:?} returned before shutdown({how:?})"
+                    );
+                    assert_eq!(
+                        result.unwrap(),
+                        0,
+                        "recv in {mode:?} after shutdown({how:?})"
+                    );
+                    assert_prompt(returned - shutdown);
+                });
+            }
+        }
+    });
+}
+
+#[test]
+fn shutdown_wakes_a_blocked_send() {
+    watchdog(|| {
+        for how in [Shutdown::Write, Shutdown::Both] {
+            let (client, _server) = small_buffer_pair();
+            assert!(client.is_blocking());
+            let (waiting_tx, waiting_rx) = mpsc::channel();
+            thread::scope(|s| {
+                let writer = s.spawn(|| {
+                    waiting_tx.send(()).unwrap();
+                    // Blocking sends to a peer that never reads: the buffers
+                    // fill within a few calls, then one waits.
+                    let (e, _, _) = fill(&client);
+                    (Err::<(), _>(e), Instant::now())
+                });
+                waiting_rx.recv().unwrap();
+                // Let the sends fill the buffers and one start waiting.
+                thread::sleep(Duration::from_millis(200));
+                let shutdown = Instant::now();
+                client.shutdown(how).unwrap();
+                let (result, returned) = writer.join().unwrap();
+                assert!(
+                    returned >= shutdown,
+                    "send returned before shutdown({how:?}): {result:?}"
+                );
+                expect_kind(result, ErrorKind::BrokenPipe);
+                assert_prompt(returned - shutdown);
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Many threads at once
+
+#[test]
+fn fifty_threads_with_different_timeouts_time_out_on_time() {
+    watchdog(|| {
+        const THREADS: u64 = 50;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pairs: Vec<(TcpStream, TcpStream)> = (0..THREADS)
+            .map(|_| {
+                let client = TcpStream::connect(addr).unwrap();
+                (client, listener.accept().unwrap().0)
+            })
+            .collect();
+        let barrier = Barrier::new(pairs.len());
+        thread::scope(|s| {
+            let waiters: Vec<_> = pairs
+                .iter()
+                .zip(0..)
+                .map(|((client, _), i)| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        let timeout = Duration::from_millis(200 + i * 300 / THREADS);
+                        client.set_timeout(Some(timeout)).unwrap();
+                        barrier.wait();
+                        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
+                        (timeout, result, elapsed)
+                    })
+                })
+                .collect();
+            for (i, waiter) in waiters.into_iter().enumerate() {
+                let (timeout, result, elapsed) = waiter.join().unwrap();
+                let e = expect_kind(result, ErrorKind::TimedOut);
+                assert_eq!(e.raw_os_error(), None, "thread {i}");
+                assert_timed_out(elapsed, timeout);
+            }
+        });
+    });
+}
+
+#[test]
+fn eight_threads_blocked_on_one_socket_all_return() {
+    watchdog(|| {
+        const THREADS: u8 = 8;
+        let (client, server) = pair();
+        server.set_nodelay(true).unwrap();
+        assert!(client.is_blocking());
+        let (waiting_tx, waiting_rx) = mpsc::channel();
+        thread::scope(|s| {
+            let (got_tx, got_rx) = mpsc::channel();
+            for _ in 0..THREADS {
+                let (client, waiting_tx, got_tx) = (&client, waiting_tx.clone(), got_tx.clone());
+                s.spawn(move || {
+                    waiting_tx.send(()).unwrap();
+                    let mut byte = [0; 1];
+                    let result = client.recv(&mut byte).map(|n| (n, byte[0]));
+                    got_tx.send(result).unwrap();
+                });
+            }
+            for _ in 0..THREADS {
+                waiting_rx.recv().unwrap();
+            }
+            // Let the calls start waiting.
+            thread::sleep(Duration::from_millis(100));
+            for message in 0..THREADS {
+                server.send_all(&[message]).unwrap();
+            }
+            let mut bytes: Vec<u8> = (0..THREADS)
+                .map(|i| {
+                    let result = got_rx.recv_timeout(SUCCEED).unwrap_or_else(|_| {
+                        panic!("only {i} of {THREADS} blocked threads returned")
+                    });
+                    let (n, byte) = result.unwrap();
+                    assert_eq!(n, 1);
+                    byte
+                })
+                .collect();
+            bytes.sort_unstable();
+            assert_eq!(bytes, (0..THREADS).collect::<Vec<_>>());
+        });
+    });
+}
+
+#[test]
+fn some_threads_get_data_while_others_time_out() {
+    watchdog(|| {
+        const PAIRS: usize = 20;
+        let timeout = Duration::from_millis(400);
+        let arrival = Duration::from_millis(150);
+        let pairs: Vec<(TcpStream, TcpStream)> = (0..PAIRS).map(|_| pair()).collect();
+        let barrier = Barrier::new(PAIRS + 1);
+        thread::scope(|s| {
+            let waiters: Vec<_> = pairs
+                .iter()
+                .map(|(client, _)| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        client.set_timeout(Some(timeout)).unwrap();
+                        barrier.wait();
+                        timed(|| client.recv(&mut [0; 16]))
+                    })
+                })
+                .collect();
+            barrier.wait();
+            thread::sleep(arrival);
+            for (_, server) in pairs.iter().step_by(2) {
+                server.send_all(b"x").unwrap();
+            }
+            for (i, waiter) in waiters.into_iter().enumerate() {
+                let (result, elapsed) = waiter.join().unwrap();
+                if i % 2 == 0 {
+                    let n =
+                        result.unwrap_or_else(|e| panic!("thread {i} should have got data: {e:?}"));
+                    assert_eq!(n, 1);
+                    assert!(elapsed < timeout, "thread {i} took {elapsed:?}");
+                } else {
+                    expect_timed_out(result);
+                    assert_timed_out(elapsed, timeout);
+                }
+            }
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------
+// select
+
+#[test]
+fn select_nonblocking_listener_is_readable_after_a_client_connects() {
+    watchdog(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_blocking(false).unwrap();
+        assert!(select(&[&listener], &[], Some(Duration::ZERO))
+            .unwrap()
+            .is_empty());
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let ready = select(&[&listener], &[], Some(SUCCEED)).unwrap();
+        assert_eq!(ready.readable, vec![0]);
+        assert!(ready.writable.is_empty());
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+    });
+}
+
+#[test]
+fn select_stream_is_readable_when_data_arrives() {
+    watchdog(|| {
+        let (quiet, _quiet_server) = pair();
+        let (client, server) = pair();
+        client.set_blocking(false).unwrap();
+        thread::scope(|s| {
+            s.spawn(|| {
+                thread::sleep(Duration::from_millis(200));
+                server.send_all(b"ping").unwrap();
+            });
+            let ready = select(&[&quiet, &client], &[], Some(SUCCEED)).unwrap();
+            assert_eq!(ready.readable, vec![1], "only the second stream got data");
+            let mut buf = [0; 16];
+            let n = client.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"ping");
+        });
+    });
+}
+
+#[test]
+fn select_connected_stream_is_writable_at_once() {
+    watchdog(|| {
+        let (client, _server) = pair();
+        let (quiet, _quiet_server) = pair();
+        let (ready, elapsed) = timed(|| select(&[&quiet], &[&client], Some(SUCCEED)).unwrap());
+        assert!(ready.readable.is_empty());
+        assert_eq!(ready.writable, vec![0]);
+        assert_prompt(elapsed);
+    });
+}
+
+#[test]
+fn select_with_nothing_ready_times_out_at_t() {
+    watchdog(|| {
+        let (client, _server) = pair();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (ready, elapsed) = timed(|| select(&[&client, &listener], &[], Some(T)).unwrap());
+        assert!(ready.is_empty(), "{ready:?}");
+        assert_timed_out(elapsed, T);
+    });
+}
+
+#[test]
+fn select_with_zero_timeout_returns_promptly() {
+    watchdog(|| {
+        let (client, _server) = pair();
+        let (ready, elapsed) = timed(|| select(&[&client], &[], Some(Duration::ZERO)).unwrap());
+        assert!(ready.is_empty(), "{ready:?}");
+        assert_prompt(elapsed);
+        // Again, now that the stream is known to the reactor.
+        let (ready, elapsed) = timed(|| select(&[&client], &[], Some(Duration::ZERO)).unwrap());
+        assert!(ready.is_empty(), "{ready:?}");
+        assert_prompt(elapsed);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// R6: no busy waiting
+
+/// A thread blocked for a second sleeps: a spin check, not a benchmark. Two
+/// threads wait at once, so both the thread that turns the reactor and one
+/// that parks are measured.
+#[test]
+fn blocked_threads_use_little_cpu() {
+    watchdog(|| {
+        let wait = Duration::from_secs(1);
+        let budget = Duration::from_millis(100);
+        let (timing_out, _quiet_server) = pair();
+        timing_out.set_timeout(Some(wait)).unwrap();
+        let (blocking, server) = pair();
+        thread::scope(|s| {
+            let timeout_waiter = s.spawn(|| {
+                let before = thread_cpu_time();
+                let (result, elapsed) = timed(|| timing_out.recv(&mut [0; 16]));
+                let cpu = thread_cpu_time() - before;
+                expect_timed_out(result);
+                assert_timed_out(elapsed, wait);
+                cpu
+            });
+            let blocking_waiter = s.spawn(|| {
+                let before = thread_cpu_time();
+                let n = blocking.recv(&mut [0; 16]).unwrap();
+                let cpu = thread_cpu_time() - before;
+                assert_eq!(n, 4);
+                cpu
+            });
+            thread::sleep(wait);
+            server.send_all(b"wake").unwrap();
+            let cpu = timeout_waiter.join().unwrap();
+            assert!(
+                cpu < budget,
+                "a thread waiting {wait:?} in timeout mode used {cpu:?} of CPU"
+            );
+            let cpu = blocking_waiter.join().unwrap();
+            assert!(
+                cpu < budget,
+                "a thread blocked for {wait:?} used {cpu:?} of CPU"
+            );
+        });
+    });
+}
