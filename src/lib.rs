@@ -69,3 +69,8 @@
 pub use ontime_core::*;
 
 pub use ontime_sync as sync;
+
+/// The README's examples, compiled as doctests so they cannot drift.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
