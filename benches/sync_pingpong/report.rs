@@ -1,0 +1,375 @@
+//! Medians over rounds, ratios, and the markdown report.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::clients::{Latency, Throughput};
+use crate::timeouts::Accuracy;
+
+/// The goals the facade is held to, against std.
+pub(crate) const GOAL_P50: f64 = 1.15;
+pub(crate) const GOAL_P99: f64 = 1.30;
+pub(crate) const GOAL_THROUGHPUT: f64 = 0.90;
+
+/// The median of `values` (the mean of the middle two for an even count);
+/// NaN for none.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn show(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "n/a".to_string()
+    }
+}
+
+fn ratio(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.3}x")
+    } else {
+        "n/a".to_string()
+    }
+}
+
+fn verdict(met: bool, value: f64) -> &'static str {
+    if !value.is_finite() {
+        "n/a"
+    } else if met {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+/// Per-round results of one peer of a latency case; `None` for a failed run.
+#[derive(Debug)]
+pub(crate) struct LatencyRounds {
+    pub(crate) name: String,
+    pub(crate) runs: Vec<Option<Latency>>,
+}
+
+impl LatencyRounds {
+    fn median_of(&self, f: impl Fn(&Latency) -> f64) -> f64 {
+        median(self.runs.iter().flatten().map(f).collect())
+    }
+
+    /// Per-round ratios `self / base` of `f`, rounds where both ran.
+    fn ratios(&self, base: &LatencyRounds, f: impl Fn(&Latency) -> f64) -> Vec<f64> {
+        self.runs
+            .iter()
+            .zip(&base.runs)
+            .filter_map(|(a, b)| Some(f(a.as_ref()?) / f(b.as_ref()?)))
+            .collect()
+    }
+
+    fn row(&self, out: &mut String) {
+        let ok = self.runs.iter().flatten().count();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {}/{} |",
+            self.name,
+            show(self.median_of(|l| micros(l.p50)), 1),
+            show(self.median_of(|l| micros(l.p99)), 1),
+            show(self.median_of(|l| l.rtts_per_sec), 0),
+            show(self.median_of(|l| micros(l.client_cpu)), 2),
+            show(self.median_of(|l| micros(l.server_cpu)), 2),
+            ok,
+            self.runs.len(),
+        );
+    }
+}
+
+/// Per-round results of one peer of a throughput case.
+#[derive(Debug)]
+pub(crate) struct ThroughputRounds {
+    pub(crate) name: String,
+    pub(crate) runs: Vec<Option<Throughput>>,
+}
+
+impl ThroughputRounds {
+    fn median_of(&self, f: impl Fn(&Throughput) -> f64) -> f64 {
+        median(self.runs.iter().flatten().map(f).collect())
+    }
+}
+
+/// Pooled waits of one peer of the timeout case.
+#[derive(Debug)]
+pub(crate) struct AccuracyRows {
+    pub(crate) name: String,
+    pub(crate) waits: Accuracy,
+}
+
+/// The `p`th percentile of sorted, non-empty `values` (nearest rank).
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// What the run was, for the report's head.
+#[derive(Debug)]
+pub(crate) struct Setup {
+    pub(crate) lines: Vec<String>,
+}
+
+/// Everything measured.
+#[derive(Debug, Default)]
+pub(crate) struct Results {
+    /// Case a (and c): facade, std, then CPython if it ran.
+    pub(crate) latency: Vec<LatencyRounds>,
+    pub(crate) latency_head: String,
+    pub(crate) python_note: Option<String>,
+    /// Case b: facade, std.
+    pub(crate) throughput: Vec<ThroughputRounds>,
+    pub(crate) throughput_head: String,
+    /// Case d: facade, std.
+    pub(crate) accuracy: Vec<AccuracyRows>,
+    pub(crate) accuracy_head: String,
+}
+
+fn list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The report as markdown. Also returns the loud warnings (early timeouts,
+/// failed runs) so the caller can repeat them at the end of the output.
+pub(crate) fn markdown(setup: &Setup, results: &Results) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let mut warnings = Vec::new();
+    let _ = writeln!(
+        out,
+        "# ontime::sync ping-pong against std::net and CPython\n"
+    );
+    for line in &setup.lines {
+        let _ = writeln!(out, "- {line}");
+    }
+    let _ = writeln!(out);
+
+    if let [facade, std, rest @ ..] = results.latency.as_slice() {
+        let _ = writeln!(
+            out,
+            "## a. One connection, 64-byte ping-pong\n\n{}\n",
+            results.latency_head
+        );
+        let _ = writeln!(
+            out,
+            "| client | p50 us | p99 us | round trips/s | client CPU us/rt | server CPU us/rt | runs |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        facade.row(&mut out);
+        std.row(&mut out);
+        let p50 = facade.ratios(std, |l| l.p50.as_secs_f64());
+        let p99 = facade.ratios(std, |l| l.p99.as_secs_f64());
+        let cpu = facade.ratios(std, |l| l.client_cpu.as_secs_f64());
+        let (m50, m99) = (median(p50.clone()), median(p99.clone()));
+        let _ = writeln!(
+            out,
+            "\n| facade / std (median of per-round ratios) | value | goal | |\n|---|---:|---:|---|"
+        );
+        let _ = writeln!(
+            out,
+            "| p50 | {} | <= {GOAL_P50:.2}x | {} |",
+            ratio(m50),
+            verdict(m50 <= GOAL_P50, m50)
+        );
+        let _ = writeln!(
+            out,
+            "| p99 | {} | <= {GOAL_P99:.2}x | {} |",
+            ratio(m99),
+            verdict(m99 <= GOAL_P99, m99)
+        );
+        let _ = writeln!(
+            out,
+            "| client CPU per round trip | {} | | |",
+            ratio(median(cpu.clone()))
+        );
+        let _ = writeln!(
+            out,
+            "\nPer round, facade / std: p50 [{}]; p99 [{}]; client CPU [{}].\n",
+            list(&p50),
+            list(&p99),
+            list(&cpu)
+        );
+
+        let _ = writeln!(
+            out,
+            "## c. CPython's socket in timeout mode, same connection pattern\n"
+        );
+        match rest.first() {
+            Some(python) => {
+                let _ = writeln!(
+                    out,
+                    "Run as a third peer inside the rounds of case a (A B C A B C ...), with the same server.\n"
+                );
+                let _ = writeln!(
+                    out,
+                    "| client | p50 us | p99 us | round trips/s | client CPU us/rt | server CPU us/rt | runs |\n|---|---:|---:|---:|---:|---:|---:|"
+                );
+                python.row(&mut out);
+                facade.row(&mut out);
+                let p50 = python.ratios(facade, |l| l.p50.as_secs_f64());
+                let p99 = python.ratios(facade, |l| l.p99.as_secs_f64());
+                let _ = writeln!(
+                    out,
+                    "\n| CPython / facade (median of per-round ratios) | value |\n|---|---:|\n| p50 | {} |\n| p99 | {} |\n",
+                    ratio(median(p50)),
+                    ratio(median(p99))
+                );
+                if let Some(note) = &results.python_note {
+                    let _ = writeln!(out, "{note}\n");
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "Skipped: {}\n",
+                    results.python_note.as_deref().unwrap_or("not run")
+                );
+            }
+        }
+        for peer in &results.latency {
+            let failed = peer.runs.iter().filter(|r| r.is_none()).count();
+            if failed > 0 {
+                warnings.push(format!("case a/c: {failed} run(s) of {} failed", peer.name));
+            }
+        }
+    }
+
+    if let [facade, std] = results.throughput.as_slice() {
+        let _ = writeln!(
+            out,
+            "## b. Many connections at once, 64-byte ping-pong\n\n{}\n",
+            results.throughput_head
+        );
+        let _ = writeln!(
+            out,
+            "| client | round trips/s | client CPU us/rt | server CPU us/rt | runs |\n|---|---:|---:|---:|---:|"
+        );
+        for peer in [facade, std] {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {}/{} |",
+                peer.name,
+                show(peer.median_of(|t| t.rtts_per_sec), 0),
+                show(peer.median_of(|t| micros(t.client_cpu)), 2),
+                show(peer.median_of(|t| micros(t.server_cpu)), 2),
+                peer.runs.iter().flatten().count(),
+                peer.runs.len()
+            );
+            let failed = peer.runs.iter().filter(|r| r.is_none()).count();
+            if failed > 0 {
+                warnings.push(format!("case b: {failed} run(s) of {} failed", peer.name));
+            }
+        }
+        let per_round = |f: &dyn Fn(&Throughput) -> f64| -> Vec<f64> {
+            facade
+                .runs
+                .iter()
+                .zip(&std.runs)
+                .filter_map(|(a, b)| Some(f(a.as_ref()?) / f(b.as_ref()?)))
+                .collect()
+        };
+        let tput = per_round(&|t| t.rtts_per_sec);
+        let cpu = per_round(&|t| t.client_cpu.as_secs_f64());
+        let m = median(tput.clone());
+        let _ = writeln!(
+            out,
+            "\n| facade / std (median of per-round ratios) | value | goal | |\n|---|---:|---:|---|"
+        );
+        let _ = writeln!(
+            out,
+            "| round trips/s | {} | >= {GOAL_THROUGHPUT:.2}x | {} |",
+            ratio(m),
+            verdict(m >= GOAL_THROUGHPUT, m)
+        );
+        let _ = writeln!(
+            out,
+            "| client CPU per round trip | {} | | |",
+            ratio(median(cpu.clone()))
+        );
+        let _ = writeln!(
+            out,
+            "\nPer round, facade / std: round trips/s [{}]; client CPU [{}].\n",
+            list(&tput),
+            list(&cpu)
+        );
+    }
+
+    if !results.accuracy.is_empty() {
+        let _ = writeln!(
+            out,
+            "## d. Timeout accuracy under load\n\n{}\n",
+            results.accuracy_head
+        );
+        let _ = writeln!(
+            out,
+            "| client | waits | p50 late ms | p99 late ms | max late ms | early | other outcomes |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        for row in &results.accuracy {
+            let mut late = row.waits.lateness.clone();
+            late.sort_unstable();
+            let ms = |d: Duration| show(d.as_secs_f64() * 1e3, 3);
+            let (p50, p99, max) = match late.last() {
+                Some(&max) => (
+                    ms(percentile(&late, 50.0)),
+                    ms(percentile(&late, 99.0)),
+                    ms(max),
+                ),
+                None => ("n/a".into(), "n/a".into(), "n/a".into()),
+            };
+            let early = row.waits.early.len();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {p50} | {p99} | {max} | {}{} | {} |",
+                row.name,
+                late.len() + early,
+                early,
+                if early > 0 { " **EARLY**" } else { "" },
+                row.waits.errors.len()
+            );
+            if early > 0 {
+                let worst = row.waits.early.iter().max().copied().unwrap_or_default();
+                warnings.push(format!(
+                    "case d: {early} timeout(s) of {} fired EARLY (worst {:.3} ms before the deadline)",
+                    row.name,
+                    worst.as_secs_f64() * 1e3
+                ));
+            }
+            if let Some(first) = row.waits.errors.first() {
+                warnings.push(format!(
+                    "case d: {} wait(s) of {} ended other than by timing out (first: {first})",
+                    row.waits.errors.len(),
+                    row.name
+                ));
+            }
+        }
+        let _ = writeln!(out);
+    }
+
+    if !warnings.is_empty() {
+        let _ = writeln!(out, "## Warnings\n");
+        for warning in &warnings {
+            let _ = writeln!(out, "- **{warning}**");
+        }
+        let _ = writeln!(out);
+    }
+    (out, warnings)
+}
