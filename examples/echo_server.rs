@@ -13,8 +13,9 @@
 //!
 //! What it shows:
 //!
-//! - Edge-triggered readiness: each connection is read until `WouldBlock`,
-//!   but at most [`READS_PER_EVENT`] times per event; the rest is requeued
+//! - Edge-triggered readiness: each connection is read until `WouldBlock`
+//!   or a short read (which shows the socket is drained: the next data raises
+//!   a new event), but at most [`READS_PER_EVENT`] times per event; the rest is requeued
 //!   with [`Reactor::requeue`] so that one busy peer cannot starve the others.
 //! - Backpressure: bytes that could not be written back wait in a bounded
 //!   buffer, `WRITABLE` interest is registered only while that buffer holds
@@ -243,7 +244,14 @@ impl Handler for Echo {
         let Some(conn) = self.conns.get_mut(token.0).and_then(Option::as_mut) else {
             return;
         };
-        match serve(reactor, token, conn, &mut self.buf, self.idle_timeout) {
+        match serve(
+            reactor,
+            token,
+            ready,
+            conn,
+            &mut self.buf,
+            self.idle_timeout,
+        ) {
             Ok(Next::Keep) => {}
             Ok(Next::Close) => self.close(reactor, token),
             Err(e) => {
@@ -363,6 +371,7 @@ impl Echo {
 fn serve(
     reactor: &mut Reactor,
     token: Token,
+    ready: Ready,
     conn: &mut Connection,
     buf: &mut [u8],
     idle: Option<Duration>,
@@ -395,6 +404,15 @@ fn serve(
                     }
                 }
                 conn.pending.extend_from_slice(data);
+                // A short read drained the socket: with edge-triggered
+                // readiness (epoll, kqueue) the next byte to arrive raises a
+                // new event, so the read that would only say WouldBlock is
+                // saved. Not when the peer's FIN came with this event: no
+                // new event would report it.
+                if n < len && !ready.is_read_closed() {
+                    arm(reactor, token, Direction::Read, idle);
+                    break;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 arm(reactor, token, Direction::Read, idle);

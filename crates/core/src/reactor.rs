@@ -443,31 +443,38 @@ impl<M> Reactor<M> {
         deadline: Option<Instant>,
     ) -> io::Result<()> {
         self.live(token)?;
-        let current = self.registrations[token.0].deadlines[direction.index()];
-        let key = match (current, deadline) {
-            (None, None) => return Ok(()),
-            (Some(key), None) => {
-                self.wheel.cancel(key);
-                None
-            }
-            (Some(key), Some(deadline)) => {
+        match deadline {
+            Some(deadline) => {
                 let tick = self.tick_for(deadline);
+                self.arm(token, direction, tick);
+            }
+            None => {
+                let slot = &mut self.registrations[token.0].deadlines[direction.index()];
+                if let Some(key) = slot.take() {
+                    self.wheel.cancel(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Arms or moves the deadline of a live `token` to wheel tick `tick`.
+    fn arm(&mut self, token: Token, direction: Direction, tick: u64) {
+        let slot = &mut self.registrations[token.0].deadlines[direction.index()];
+        match *slot {
+            Some(key) => {
                 self.wheel.reset(key, tick);
-                Some(key)
             }
-            (None, Some(deadline)) => {
-                let tick = self.tick_for(deadline);
-                Some(self.wheel.insert(
+            None => {
+                *slot = Some(self.wheel.insert(
                     tick,
                     Expiry::Io {
                         token: token.0,
                         direction,
                     },
-                ))
+                ));
             }
-        };
-        self.registrations[token.0].deadlines[direction.index()] = key;
-        Ok(())
+        }
     }
 
     /// [`set_deadline`](Reactor::set_deadline) to `timeout` from now.
@@ -481,7 +488,10 @@ impl<M> Reactor<M> {
         direction: Direction,
         timeout: Duration,
     ) -> io::Result<()> {
-        self.set_deadline(token, direction, Some(deadline_after(timeout)))
+        self.live(token)?;
+        let tick = self.tick_after(timeout, deadline_after(timeout));
+        self.arm(token, direction, tick);
+        Ok(())
     }
 
     /// The armed deadline of `token` in `direction`, as the instant of the
@@ -503,7 +513,9 @@ impl<M> Reactor<M> {
     /// Starts a one-shot timer that fires after `delay`. A zero delay fires
     /// on the next turn, without waiting for a tick.
     pub fn timer_after(&mut self, delay: Duration) -> TimerId {
-        self.timer_at(deadline_after(delay))
+        let deadline = deadline_after(delay);
+        let tick = self.tick_after(delay, deadline);
+        self.start_timer_at_tick(tick, deadline, None)
     }
 
     /// Starts a repeating timer that first fires one `period` from now, then
@@ -556,6 +568,15 @@ impl<M> Reactor<M> {
 
     fn start_timer(&mut self, deadline: Instant, period: Option<Duration>) -> TimerId {
         let tick = self.tick_for(deadline);
+        self.start_timer_at_tick(tick, deadline, period)
+    }
+
+    fn start_timer_at_tick(
+        &mut self,
+        tick: u64,
+        deadline: Instant,
+        period: Option<Duration>,
+    ) -> TimerId {
         let entry = self.timers.vacant_entry();
         let index = u32::try_from(entry.key()).expect("more than u32::MAX timers");
         let serial = self.next_serial;
@@ -568,6 +589,17 @@ impl<M> Reactor<M> {
             deadline,
         });
         TimerId { index, serial }
+    }
+
+    /// The wheel tick for `deadline`, which the caller computed as `timeout`
+    /// from now: a zero timeout is due at once, anything else rounds up.
+    /// Saves the clock read of [`tick_for`](Reactor::tick_for).
+    fn tick_after(&self, timeout: Duration, deadline: Instant) -> u64 {
+        if timeout.is_zero() {
+            self.wheel.elapsed()
+        } else {
+            self.clock.deadline_to_tick(deadline)
+        }
     }
 
     /// The wheel tick for `deadline`: the tick the wheel is at if the
@@ -757,6 +789,9 @@ impl<M> Reactor<M> {
     where
         H: Handler<M> + ?Sized,
     {
+        if self.wheel.is_empty() {
+            return 0;
+        }
         let now = Instant::now();
         let mut fired = std::mem::take(&mut self.fired);
         self.wheel.advance(self.clock.now_tick(now), &mut fired);

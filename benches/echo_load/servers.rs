@@ -1,0 +1,202 @@
+//! The peers ontime is compared with, each an echo server that this same
+//! binary runs as a child process: `echo_load serve KIND`.
+//!
+//! Each binds `127.0.0.1:0`, prints `listening on ADDR` as its first line,
+//! and exits on its own after `LIFETIME`, in case the orchestrator could not
+//! kill it. All use a read buffer of `BUF` bytes and leave Nagle's
+//! algorithm on for accepted sockets, like ontime's example. (It makes no
+//! difference here: each message is answered with one write, and the
+//! previous answer has always been acknowledged by then.)
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Size of the read buffer every peer echoes through.
+pub(crate) const BUF: usize = 16 * 1024;
+
+/// Longest a server process lives; one run is a few seconds.
+const LIFETIME: Duration = Duration::from_secs(120);
+
+/// The peers, by the name used on the command line and in the report.
+pub(crate) const KINDS: [&str; 3] = ["mio", "tokio", "std"];
+
+/// Runs the server named `kind`; returns only on error.
+pub(crate) fn serve(kind: &str) -> io::Result<()> {
+    std::thread::spawn(|| {
+        std::thread::sleep(LIFETIME);
+        eprintln!("echo_load server: lifetime of {LIFETIME:?} reached, exiting");
+        std::process::exit(0);
+    });
+    match kind {
+        "mio" => mio_loop(),
+        "tokio" => tokio_current_thread(),
+        "std" => std_threads(),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unknown server kind {other:?}"),
+        )),
+    }
+}
+
+fn announce(addr: SocketAddr) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()
+}
+
+/// The floor: one edge-triggered `mio::Poll`, a `Slab` of connections,
+/// read until `WouldBlock` and write each chunk straight back.
+fn mio_loop() -> io::Result<()> {
+    use mio::net::{TcpListener, TcpStream};
+    use mio::{Events, Interest, Poll, Token};
+
+    const LISTENER: Token = Token(usize::MAX);
+
+    struct Conn {
+        stream: TcpStream,
+        /// Bytes read but not yet written back (the peer's receive window
+        /// was full); reading stops until they are written.
+        unsent: Vec<u8>,
+    }
+
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut listener = TcpListener::bind("127.0.0.1:0".parse().expect("valid address"))?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut conns: slab::Slab<Conn> = slab::Slab::new();
+    let mut buf = vec![0u8; BUF];
+    announce(listener.local_addr()?)?;
+
+    loop {
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for event in events.iter() {
+            if event.token() == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            let entry = conns.vacant_entry();
+                            poll.registry().register(
+                                &mut stream,
+                                Token(entry.key()),
+                                Interest::READABLE | Interest::WRITABLE,
+                            )?;
+                            entry.insert(Conn {
+                                stream,
+                                unsent: Vec::new(),
+                            });
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                continue;
+            }
+            let key = event.token().0;
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            if echo(conn, &mut buf).is_err() {
+                let mut conn = conns.remove(key);
+                let _ = poll.registry().deregister(&mut conn.stream);
+            }
+        }
+    }
+
+    /// Flushes what is unsent, then echoes until the socket has nothing to
+    /// read. `Err` closes the connection (end of stream included).
+    fn echo(conn: &mut Conn, buf: &mut [u8]) -> io::Result<()> {
+        if !conn.unsent.is_empty() {
+            let n = write_some(&mut conn.stream, &conn.unsent)?;
+            conn.unsent.drain(..n);
+            if !conn.unsent.is_empty() {
+                return Ok(());
+            }
+        }
+        loop {
+            let n = match conn.stream.read(buf) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let written = write_some(&mut conn.stream, &buf[..n])?;
+            if written < n {
+                conn.unsent.extend_from_slice(&buf[written..n]);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes as much of `data` as the socket takes now.
+    fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < data.len() {
+            match stream.write(&data[done..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// tokio's current-thread runtime, one task per connection.
+fn tokio_current_thread() -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        announce(listener.local_addr()?)?;
+        loop {
+            let (mut stream, _) = listener.accept().await?;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; BUF];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// Blocking std sockets, one thread per connection.
+fn std_threads() -> io::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    announce(listener.local_addr()?)?;
+    loop {
+        let (mut stream, _) = listener.accept()?;
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; BUF];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
