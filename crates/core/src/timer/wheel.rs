@@ -375,14 +375,11 @@ impl<T> Wheel<T> {
     /// assert_eq!(wheel.next_expiration(), Some(100));
     /// ```
     pub fn insert(&mut self, when: u64, value: T) -> TimerKey {
-        let index = self.alloc(when, value);
         let loc = self.locate(when);
-        self.link(index, loc);
+        let key = self.alloc(when, value);
+        self.link(key.index, loc);
         self.len += 1;
-        TimerKey {
-            index,
-            generation: self.nodes[index as usize].generation,
-        }
+        key
     }
 
     /// Removes a timer in O(1) and returns its value, or `None` if `key` is
@@ -671,6 +668,7 @@ impl<T> Wheel<T> {
     }
 
     /// Where a timer due at `when` belongs now.
+    #[inline]
     fn locate(&self, when: u64) -> u16 {
         if when <= self.elapsed {
             return LOC_DUE;
@@ -682,14 +680,24 @@ impl<T> Wheel<T> {
     }
 
     /// The index behind a live key.
+    #[inline]
     fn resolve(&self, key: TimerKey) -> Option<u32> {
         let node = self.nodes.get(key.index as usize)?;
-        (node.generation == key.generation && node.value.is_some()).then_some(key.index)
+        // Keys are issued below generation u32::MAX and a node's generation
+        // moves on each time it is freed (to u32::MAX when it is retired),
+        // so a matching generation means the key's timer is resident.
+        debug_assert!(
+            node.generation != key.generation || node.value.is_some(),
+            "node {} vacant at the generation of key {key:?}",
+            key.index
+        );
+        (node.generation == key.generation).then_some(key.index)
     }
 
-    /// Takes a vacant node (or grows the arena) for a new timer. The node is
-    /// not linked yet.
-    fn alloc(&mut self, when: u64, value: T) -> u32 {
+    /// Takes a vacant node (or grows the arena) for a new timer and returns
+    /// its key. The node is not linked yet.
+    #[inline]
+    fn alloc(&mut self, when: u64, value: T) -> TimerKey {
         if self.free != NIL {
             let index = self.free;
             let node = &mut self.nodes[index as usize];
@@ -701,7 +709,10 @@ impl<T> Wheel<T> {
             self.free = node.next;
             node.when = when;
             node.value = Some(value);
-            return index;
+            return TimerKey {
+                index,
+                generation: node.generation,
+            };
         }
         let index = self.nodes.len();
         assert!(
@@ -716,12 +727,16 @@ impl<T> Wheel<T> {
             generation: 0,
             loc: LOC_VACANT,
         });
-        index as u32
+        TimerKey {
+            index: index as u32,
+            generation: 0,
+        }
     }
 
     /// Frees an unlinked node, returning its value. The generation moves on so
     /// that keys to it go stale; a node whose generation is exhausted is
     /// retired instead of reused.
+    #[inline]
     fn release(&mut self, index: u32) -> T {
         let node = &mut self.nodes[index as usize];
         let value = node
@@ -730,8 +745,11 @@ impl<T> Wheel<T> {
             .expect("invariant: a linked node is resident");
         node.loc = LOC_VACANT;
         node.prev = NIL;
+        // A node whose generation reaches the last value is retired, so no
+        // key is ever issued with generation u32::MAX and a matching
+        // generation always means a resident timer.
+        node.generation += 1;
         if node.generation < u32::MAX {
-            node.generation += 1;
             node.next = self.free;
             self.free = index;
         } else {
@@ -748,6 +766,7 @@ impl<T> Wheel<T> {
         fired.push((TimerKey { index, generation }, value));
     }
 
+    #[inline]
     fn head(&self, loc: u16) -> u32 {
         match loc {
             LOC_DUE => self.due,
@@ -759,6 +778,7 @@ impl<T> Wheel<T> {
         }
     }
 
+    #[inline]
     fn set_head(&mut self, loc: u16, index: u32) {
         match loc {
             LOC_DUE => self.due = index,
@@ -771,6 +791,7 @@ impl<T> Wheel<T> {
     }
 
     /// Pushes a node on the front of the list at `loc`.
+    #[inline]
     fn link(&mut self, index: u32, loc: u16) {
         debug_assert!(
             loc != LOC_VACANT && loc == self.locate(self.nodes[index as usize].when),
@@ -790,6 +811,7 @@ impl<T> Wheel<T> {
     }
 
     /// Takes a node out of its list, clearing the slot's bit if it empties.
+    #[inline]
     fn unlink(&mut self, index: u32) {
         let node = &self.nodes[index as usize];
         let (prev, next, loc) = (node.prev, node.next, node.loc);
@@ -1190,12 +1212,12 @@ mod tests {
             generation: u32::MAX - 1,
         };
         wheel.cancel(key);
-        let last = wheel.insert(1, ());
-        assert_eq!(last.generation, u32::MAX);
-        wheel.cancel(last);
+        // Freeing at generation u32::MAX - 1 retires the node: no key is
+        // ever issued at generation u32::MAX.
+        assert_eq!(wheel.nodes[key.index as usize].generation, u32::MAX);
         let fresh = wheel.insert(1, ());
-        assert_ne!(fresh.index, last.index, "retired node reused");
-        assert_eq!(wheel.cancel(last), None);
+        assert_ne!(fresh.index, key.index, "retired node reused");
+        assert_eq!(wheel.cancel(key), None);
         wheel.check_invariants();
     }
 
