@@ -13,9 +13,8 @@
 //!
 //! What it shows:
 //!
-//! - Edge-triggered readiness: each connection is read until `WouldBlock`
-//!   or a short read (which shows the socket is drained: the next data raises
-//!   a new event), but at most [`READS_PER_EVENT`] times per event; the rest is requeued
+//! - Edge-triggered readiness: each connection is read until `WouldBlock`,
+//!   but at most [`READS_PER_EVENT`] times per event; the rest is requeued
 //!   with [`Reactor::requeue`] so that one busy peer cannot starve the others.
 //! - Backpressure: bytes that could not be written back wait in a bounded
 //!   buffer, `WRITABLE` interest is registered only while that buffer holds
@@ -371,7 +370,7 @@ impl Echo {
 fn serve(
     reactor: &mut Reactor,
     token: Token,
-    ready: Ready,
+    _ready: Ready,
     conn: &mut Connection,
     buf: &mut [u8],
     idle: Option<Duration>,
@@ -404,16 +403,12 @@ fn serve(
                     }
                 }
                 conn.pending.extend_from_slice(data);
-                // A short read drained the socket: with edge-triggered
-                // readiness (epoll, kqueue) the next byte to arrive raises a
-                // new event, so the read that would only say WouldBlock is
-                // saved. Not when the peer's FIN came with this event: no
-                // new event would report it.
-                if n < len && !ready.is_read_closed() {
-                    arm(reactor, token, Direction::Read, idle);
-                    break;
-                }
             }
+            // Read until WouldBlock even after a short read: stopping at a
+            // short read (as tokio does) saves a system call, but under
+            // backpressure it stalled transfers here (a peer stuck for
+            // seconds at a zero window); the read that says WouldBlock
+            // also lets the kernel send a window update at once.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 arm(reactor, token, Direction::Read, idle);
                 break;
