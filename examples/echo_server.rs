@@ -370,7 +370,6 @@ impl Echo {
 fn serve(
     reactor: &mut Reactor,
     token: Token,
-    _ready: Ready,
     conn: &mut Connection,
     buf: &mut [u8],
     idle: Option<Duration>,
