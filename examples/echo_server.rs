@@ -243,14 +243,7 @@ impl Handler for Echo {
         let Some(conn) = self.conns.get_mut(token.0).and_then(Option::as_mut) else {
             return;
         };
-        match serve(
-            reactor,
-            token,
-            ready,
-            conn,
-            &mut self.buf,
-            self.idle_timeout,
-        ) {
+        match serve(reactor, token, conn, &mut self.buf, self.idle_timeout) {
             Ok(Next::Keep) => {}
             Ok(Next::Close) => self.close(reactor, token),
             Err(e) => {
