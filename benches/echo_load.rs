@@ -344,7 +344,7 @@ fn run_one(peer: &Peer, load: Load, cpu: Option<usize>) -> std::io::Result<Sampl
     let mut cpu_start = None;
     let mut cpu_end = None;
     let measured = load::run(server.addr, load, |opening| {
-        let now = sys::cpu_time(pid).ok();
+        let now = sys::process_cpu(pid).ok();
         if opening {
             cpu_start = now;
         } else {

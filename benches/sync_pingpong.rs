@@ -204,7 +204,7 @@ fn run(settings: &Settings, full: bool) -> std::io::Result<()> {
     match client_cpu {
         // Pinned before any thread or child starts, so all inherit it.
         Some(cpu) => {
-            sys::pin_current(cpu)?;
+            sys::pin(0, cpu)?;
             setup.push(format!(
                 "Server pinned to CPU {}, clients (this process's threads, CPython) to CPU {cpu}; {} CPUs allowed.",
                 server_cpu.unwrap_or(0),

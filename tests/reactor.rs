@@ -26,38 +26,11 @@ mod echo_server;
 
 use echo_server::EchoServer;
 
-/// Longest any single test may take.
-const WATCHDOG: Duration = Duration::from_secs(60);
-/// Longest a wait that must succeed may take.
-const MUST_SUCCEED: Duration = Duration::from_secs(10);
-/// "Promptly", for operations that should not wait at all.
-const PROMPTLY: Duration = Duration::from_millis(250);
+mod common;
+
+use common::{assert_not_late, watchdog, MUST_SUCCEED, PROMPTLY, WATCHDOG};
 
 // ---- Shared by the tests ------------------------------------------------
-
-/// Runs `f` on its own thread and fails the test if it takes longer than
-/// `limit`. A panic in `f` is passed on.
-fn watchdog<T, F>(limit: Duration, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let (done, finished) = mpsc::channel();
-    let body = thread::spawn(move || {
-        let value = f();
-        let _ = done.send(());
-        value
-    });
-    match finished.recv_timeout(limit) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => match body.join() {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("watchdog: the test took longer than {limit:?}")
-        }
-    }
-}
 
 /// A deadline `deadline` after the start never fires before it. The wheel
 /// rounds deadlines up to a tick, so this holds strictly.
@@ -68,18 +41,10 @@ fn assert_not_early(elapsed: Duration, deadline: Duration) {
     );
 }
 
-/// Loose bound on lateness, for a noisy machine: `deadline + max(1 s, deadline)`.
-fn assert_not_too_late(elapsed: Duration, deadline: Duration) {
-    let limit = deadline + deadline.max(Duration::from_secs(1));
-    assert!(
-        elapsed <= limit,
-        "fired too late: after {elapsed:?}, the deadline was {deadline:?} (limit {limit:?})"
-    );
-}
-
+/// Never early (strictly), and late by at most `max(1 s, deadline)`.
 fn assert_timed_out(elapsed: Duration, deadline: Duration) {
     assert_not_early(elapsed, deadline);
-    assert_not_too_late(elapsed, deadline);
+    assert_not_late(elapsed, deadline);
 }
 
 fn localhost() -> SocketAddr {
@@ -745,7 +710,7 @@ fn timers_are_never_early() {
                 "seed {seed}: {id:?} fired {:?} early",
                 not_before - at
             );
-            assert_not_too_late(at - not_before, Duration::ZERO);
+            assert_not_late(at - not_before, Duration::ZERO);
         }
         assert_eq!(reactor.resident_timers(), 0);
     });

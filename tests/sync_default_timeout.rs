@@ -5,26 +5,23 @@
 //! one at a time: each takes [`SERIAL`] and puts the default back to `None`
 //! when it ends, even when it fails.
 
-use std::io::{self, ErrorKind};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::panic;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ontime_sync::{
     create_connection, default_timeout, select, set_default_timeout, Mode, TcpListener, TcpStream,
 };
 
+mod common;
+
+use common::{
+    assert_prompt, assert_timed_out, expect_kind, timed, watchdog, MUST_SUCCEED, WATCHDOG,
+};
+
 /// The timeout under test in timing checks.
 const T: Duration = Duration::from_millis(300);
-/// How long a call that must succeed may take.
-const SUCCEED: Duration = Duration::from_secs(10);
-/// The bound for "promptly".
-const PROMPT: Duration = Duration::from_millis(250);
-/// How long a whole test may take.
-const WATCHDOG: Duration = Duration::from_secs(60);
 
 /// Taken by every test: the default timeout is shared by the whole process.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -60,63 +57,7 @@ impl Drop for DefaultGuard {
 /// reset afterwards; fails the test if it takes longer than [`WATCHDOG`].
 fn serial_test(body: impl FnOnce() + Send + 'static) {
     let _guard = DefaultGuard::take();
-    let (done_tx, done_rx) = mpsc::channel();
-    let runner = thread::Builder::new()
-        .name(thread::current().name().unwrap_or("test").to_owned())
-        .spawn(move || {
-            body();
-            let _ = done_tx.send(());
-        })
-        .expect("spawn the test body");
-    match done_rx.recv_timeout(WATCHDOG) {
-        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-            if let Err(payload) = runner.join() {
-                panic::resume_unwind(payload);
-            }
-        }
-        Err(RecvTimeoutError::Timeout) => panic!("the test did not finish within {WATCHDOG:?}"),
-    }
-}
-
-/// Asserts that a call in timeout mode `t` gave up on time: never early
-/// (strictly), not very late (loosely).
-#[track_caller]
-fn assert_timed_out(elapsed: Duration, t: Duration) {
-    let earliest = t.saturating_sub(Duration::from_millis(10));
-    assert!(
-        elapsed >= earliest,
-        "returned early: after {elapsed:?}, timeout {t:?}"
-    );
-    let latest = t + t.max(Duration::from_secs(1));
-    assert!(
-        elapsed <= latest,
-        "returned late: after {elapsed:?}, timeout {t:?}"
-    );
-}
-
-/// Asserts that a call returned promptly.
-#[track_caller]
-fn assert_prompt(elapsed: Duration) {
-    assert!(
-        elapsed <= PROMPT,
-        "not prompt: took {elapsed:?}, bound {PROMPT:?}"
-    );
-}
-
-/// Runs `f` and measures it.
-fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
-    let start = Instant::now();
-    let result = f();
-    (result, start.elapsed())
-}
-
-/// Asserts that `result` failed with `kind`.
-#[track_caller]
-fn expect_kind<R: std::fmt::Debug>(result: io::Result<R>, kind: ErrorKind) {
-    match result {
-        Ok(value) => panic!("expected {kind:?}, got Ok({value:?})"),
-        Err(e) => assert_eq!(e.kind(), kind, "expected {kind:?}, got {e:?}"),
-    }
+    watchdog(WATCHDOG, body);
 }
 
 /// A listener made with no default timeout, so blocking.
@@ -129,11 +70,11 @@ fn blocking_listener() -> (TcpListener, SocketAddr) {
 /// Waits until `listener` has a connection to accept.
 #[track_caller]
 fn wait_acceptable(listener: &TcpListener) {
-    let ready = select(&[listener], &[], Some(SUCCEED)).unwrap();
+    let ready = select(&[listener], &[], Some(MUST_SUCCEED)).unwrap();
     assert_eq!(
         ready.readable,
         vec![0],
-        "no connection became acceptable within {SUCCEED:?}"
+        "no connection became acceptable within {MUST_SUCCEED:?}"
     );
 }
 
@@ -218,17 +159,17 @@ fn zero_default_makes_new_sockets_non_blocking() {
         assert!(!listener.is_blocking());
         let (result, elapsed) = timed(|| listener.accept());
         expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "accept under a zero default");
 
         // With a zero default, connect only starts the connection.
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         assert_eq!(client.mode(), Mode::NonBlocking);
         assert!(!client.is_blocking());
-        let ready = select(&[], &[&client], Some(SUCCEED)).unwrap();
+        let ready = select(&[], &[&client], Some(MUST_SUCCEED)).unwrap();
         assert_eq!(
             ready.writable,
             vec![0],
-            "the connection did not complete within {SUCCEED:?}"
+            "the connection did not complete within {MUST_SUCCEED:?}"
         );
         assert_eq!(client.take_error().unwrap().map(|e| e.kind()), None);
         assert_eq!(client.peer_addr().unwrap(), listener.local_addr().unwrap());
@@ -238,7 +179,7 @@ fn zero_default_makes_new_sockets_non_blocking() {
         assert_eq!(accepted.mode(), Mode::NonBlocking);
         let (result, elapsed) = timed(|| accepted.recv(&mut [0; 16]));
         expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "recv under a zero default");
 
         let converted = TcpListener::from(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
         assert_eq!(converted.mode(), Mode::NonBlocking);

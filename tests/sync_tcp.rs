@@ -12,10 +12,8 @@ use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::panic;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,100 +21,20 @@ use std::time::{Duration, Instant};
 use ontime_sync::{create_connection, select, Mode, TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
+mod common;
+
+use common::{
+    assert_prompt, assert_timed_out, expect_kind, expect_timed_out, is_child, run_child, timed,
+    watchdog, MUST_SUCCEED, PROMPTLY, WATCHDOG,
+};
+
 /// The timeout under test in most timing tests.
 const T: Duration = Duration::from_millis(300);
-/// How long a call that must succeed may take.
-const SUCCEED: Duration = Duration::from_secs(10);
-/// The bound for "promptly".
-const PROMPT: Duration = Duration::from_millis(250);
-/// How long a whole test may take.
-const WATCHDOG: Duration = Duration::from_secs(60);
 /// `SO_SNDBUF` and `SO_RCVBUF` for the tests that fill buffers.
 const SMALL_BUFFER: usize = 64 * 1024;
 /// The most chunks a fill loop sends before giving up (64 MiB of 64 KiB
 /// chunks, far more than the shrunk buffers hold).
 const FILL_LIMIT: usize = 1024;
-
-// ---------------------------------------------------------------------------
-// Timing and error assertions
-
-/// Asserts that a call in timeout mode `t` gave up on time: never early
-/// (strictly, with 10 ms for clock granularity), and not very late (loosely).
-#[track_caller]
-fn assert_timed_out(elapsed: Duration, t: Duration) {
-    let earliest = t.saturating_sub(Duration::from_millis(10));
-    assert!(
-        elapsed >= earliest,
-        "returned early: after {elapsed:?}, timeout {t:?}"
-    );
-    let latest = t + t.max(Duration::from_secs(1));
-    assert!(
-        elapsed <= latest,
-        "returned late: after {elapsed:?}, timeout {t:?}"
-    );
-}
-
-/// Asserts that a call returned promptly.
-#[track_caller]
-fn assert_prompt(elapsed: Duration) {
-    assert!(
-        elapsed <= PROMPT,
-        "not prompt: took {elapsed:?}, bound {PROMPT:?}"
-    );
-}
-
-/// Runs `f` and measures it.
-fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
-    let start = Instant::now();
-    let result = f();
-    (result, start.elapsed())
-}
-
-/// Asserts that `result` failed with `kind`, and returns the error.
-#[track_caller]
-fn expect_kind<R: std::fmt::Debug>(result: io::Result<R>, kind: ErrorKind) -> io::Error {
-    match result {
-        Ok(value) => panic!("expected {kind:?}, got Ok({value:?})"),
-        Err(e) => {
-            assert_eq!(e.kind(), kind, "expected {kind:?}, got {e:?}");
-            e
-        }
-    }
-}
-
-/// Asserts that `result` is the timeout-mode expiry of rule R2: `TimedOut`,
-/// no OS error, message "timed out" (and never `WouldBlock`).
-#[track_caller]
-fn expect_timed_out<R: std::fmt::Debug>(result: io::Result<R>) {
-    let e = expect_kind(result, ErrorKind::TimedOut);
-    assert_eq!(
-        e.raw_os_error(),
-        None,
-        "a deadline is not an OS error: {e:?}"
-    );
-    assert_eq!(e.to_string(), "timed out");
-}
-
-/// Runs a test body on its own thread and fails the test if it takes longer
-/// than [`WATCHDOG`]; a panic in the body fails the test with its message.
-fn watchdog(body: impl FnOnce() + Send + 'static) {
-    let (done_tx, done_rx) = mpsc::channel();
-    let runner = thread::Builder::new()
-        .name(thread::current().name().unwrap_or("test").to_owned())
-        .spawn(move || {
-            body();
-            let _ = done_tx.send(());
-        })
-        .expect("spawn the test body");
-    match done_rx.recv_timeout(WATCHDOG) {
-        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-            if let Err(payload) = runner.join() {
-                panic::resume_unwind(payload);
-            }
-        }
-        Err(RecvTimeoutError::Timeout) => panic!("the test did not finish within {WATCHDOG:?}"),
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Sockets
@@ -186,7 +104,7 @@ fn full_accept_queue() -> Option<(TcpListener, std::net::TcpStream)> {
     let filler = std::net::TcpStream::connect(listener.local_addr().expect("local_addr"))
         .expect("filler connect");
     // The filler counts against the backlog once it sits in the accept queue.
-    let ready = select(&[&listener], &[], Some(SUCCEED)).expect("select");
+    let ready = select(&[&listener], &[], Some(MUST_SUCCEED)).expect("select");
     assert_eq!(
         ready.readable,
         vec![0],
@@ -266,7 +184,7 @@ fn modes() -> [Mode; 3] {
 
 #[test]
 fn new_sockets_without_a_default_are_blocking() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         assert_eq!(ontime_sync::default_timeout(), None);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -378,7 +296,7 @@ fn check_setters(sock: &dyn Moded, what: &str) {
 
 #[test]
 fn mode_setters_round_trip_in_every_order() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let (client, _server) = pair();
         check_setters(&client, "stream");
@@ -388,7 +306,7 @@ fn mode_setters_round_trip_in_every_order() {
 
 #[test]
 fn one_nanosecond_is_timeout_mode_and_times_out() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let one = Duration::from_nanos(1);
         let (client, _server) = pair();
         client.set_timeout(Some(one)).unwrap();
@@ -397,13 +315,13 @@ fn one_nanosecond_is_timeout_mode_and_times_out() {
         assert!(client.is_blocking(), "timeout mode counts as blocking");
         let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
         expect_timed_out(result);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "recv with a 1 ns timeout");
 
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_timeout(Some(one)).unwrap();
         let (result, elapsed) = timed(|| listener.accept());
         expect_timed_out(result);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "accept with a 1 ns timeout");
     });
 }
 
@@ -411,7 +329,7 @@ fn one_nanosecond_is_timeout_mode_and_times_out() {
 /// as if blocking.
 #[test]
 fn duration_max_waits_as_blocking() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let five_hundred_years = Duration::from_secs(500 * 365 * 24 * 3600);
         let (client, server) = pair();
         client.set_timeout(Some(Duration::MAX)).unwrap();
@@ -429,7 +347,7 @@ fn duration_max_waits_as_blocking() {
             let mut buf = [0; 16];
             let (n, elapsed) = timed(|| client.recv(&mut buf).unwrap());
             assert_eq!(&buf[..n], b"late");
-            assert!(elapsed <= SUCCEED, "took {elapsed:?}");
+            assert!(elapsed <= MUST_SUCCEED, "took {elapsed:?}");
         });
 
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -441,11 +359,11 @@ fn duration_max_waits_as_blocking() {
 
 #[test]
 fn data_queued_before_a_mode_change_is_still_read() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, server) = pair();
         // A second handle, with its own mode, to wait until data is queued.
         let probe = client.try_clone().unwrap();
-        probe.set_timeout(Some(SUCCEED)).unwrap();
+        probe.set_timeout(Some(MUST_SUCCEED)).unwrap();
         let changes = [
             (Mode::Blocking, Mode::NonBlocking),
             (Mode::NonBlocking, Mode::Timeout(T)),
@@ -468,7 +386,7 @@ fn data_queued_before_a_mode_change_is_still_read() {
                 &message,
                 "queued in {before:?}, read in {after:?}"
             );
-            assert_prompt(elapsed);
+            assert_prompt(elapsed, "recv of queued data");
         }
     });
 }
@@ -478,18 +396,18 @@ fn data_queued_before_a_mode_change_is_still_read() {
 
 #[test]
 fn nonblocking_accept_with_nothing_pending_would_block_promptly() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_blocking(false).unwrap();
         let (result, elapsed) = timed(|| listener.accept());
         expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "non-blocking accept");
     });
 }
 
 #[test]
 fn timeout_accept_times_out_at_t() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_timeout(Some(T)).unwrap();
         let (result, elapsed) = timed(|| listener.accept());
@@ -500,7 +418,7 @@ fn timeout_accept_times_out_at_t() {
 
 #[test]
 fn blocking_accept_returns_when_a_client_arrives() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         assert!(listener.is_blocking());
@@ -515,14 +433,14 @@ fn blocking_accept_returns_when_a_client_arrives() {
             let client = client.join().unwrap();
             assert_eq!(peer, client.local_addr().unwrap());
             assert_eq!(accepted.peer_addr().unwrap(), peer);
-            assert!(elapsed <= SUCCEED, "took {elapsed:?}");
+            assert!(elapsed <= MUST_SUCCEED, "took {elapsed:?}");
         });
     });
 }
 
 #[test]
 fn listener_that_timed_out_still_accepts() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         listener.set_timeout(Some(T)).unwrap();
@@ -534,7 +452,7 @@ fn listener_that_timed_out_still_accepts() {
         assert_eq!(peer, first.local_addr().unwrap());
 
         // A client that arrives during a wait.
-        listener.set_timeout(Some(SUCCEED)).unwrap();
+        listener.set_timeout(Some(MUST_SUCCEED)).unwrap();
         thread::scope(|s| {
             let client = s.spawn(move || {
                 thread::sleep(Duration::from_millis(100));
@@ -556,12 +474,12 @@ fn listener_that_timed_out_still_accepts() {
 /// `tests/sync_default_timeout.rs`.
 #[test]
 fn accepted_streams_are_blocking_whatever_the_listener_mode() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         for mode in modes() {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             listener.set_mode(mode).unwrap();
             let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let ready = select(&[&listener], &[], Some(SUCCEED)).unwrap();
+            let ready = select(&[&listener], &[], Some(MUST_SUCCEED)).unwrap();
             assert_eq!(ready.readable, vec![0], "listener in {mode:?}");
             let (accepted, _) = listener.accept().unwrap();
             assert_eq!(
@@ -583,22 +501,25 @@ fn accepted_streams_are_blocking_whatever_the_listener_mode() {
 
 #[test]
 fn refused_connect_is_connection_refused_promptly() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let addr = refused_addr();
         let (result, elapsed) = timed(|| TcpStream::connect(addr));
         expect_kind(result, ErrorKind::ConnectionRefused);
-        assert_prompt(elapsed);
-        for timeout in [None, Some(T), Some(SUCCEED)] {
+        assert_prompt(elapsed, "connect to a refused port");
+        for timeout in [None, Some(T), Some(MUST_SUCCEED)] {
             let (result, elapsed) = timed(|| create_connection(addr, timeout));
             expect_kind(result, ErrorKind::ConnectionRefused);
-            assert_prompt(elapsed);
+            assert_prompt(
+                elapsed,
+                &format!("create_connection to a refused port, timeout {timeout:?}"),
+            );
         }
     });
 }
 
 #[test]
 fn connect_to_a_full_accept_queue_times_out_at_t() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let Some((listener, _filler)) = full_accept_queue() else {
             return;
         };
@@ -611,7 +532,7 @@ fn connect_to_a_full_accept_queue_times_out_at_t() {
 
 #[test]
 fn timed_out_connect_leaves_nothing_half_open() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let Some((listener, _filler)) = full_accept_queue() else {
             return;
         };
@@ -623,7 +544,7 @@ fn timed_out_connect_leaves_nothing_half_open() {
             // The check below can see a half-open attempt: it sees this one.
             let start = Instant::now();
             let mut seen = false;
-            while !attempt.is_finished() && start.elapsed() < SUCCEED {
+            while !attempt.is_finished() && start.elapsed() < MUST_SUCCEED {
                 if syn_sent_to(addr.port()) > 0 {
                     seen = true;
                     break;
@@ -641,8 +562,8 @@ fn timed_out_connect_leaves_nothing_half_open() {
         let closed = Instant::now();
         while syn_sent_to(addr.port()) > 0 {
             assert!(
-                closed.elapsed() <= PROMPT,
-                "a SYN_SENT socket towards port {} outlived the timed-out connect by {PROMPT:?}",
+                closed.elapsed() <= PROMPTLY,
+                "a SYN_SENT socket towards port {} outlived the timed-out connect by {PROMPTLY:?}",
                 addr.port()
             );
             thread::sleep(Duration::from_millis(5));
@@ -652,10 +573,10 @@ fn timed_out_connect_leaves_nothing_half_open() {
 
 #[test]
 fn create_connection_skips_a_refused_address() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let live = listener.local_addr().unwrap();
-        for timeout in [None, Some(SUCCEED)] {
+        for timeout in [None, Some(MUST_SUCCEED)] {
             let addrs = [refused_addr(), live];
             let stream = create_connection(&addrs[..], timeout).unwrap();
             assert_eq!(stream.peer_addr().unwrap(), live);
@@ -681,7 +602,7 @@ fn create_connection_skips_a_refused_address() {
 
 #[test]
 fn blocking_recv_returns_data_when_it_arrives() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, server) = pair();
         thread::scope(|s| {
             s.spawn(|| {
@@ -691,28 +612,28 @@ fn blocking_recv_returns_data_when_it_arrives() {
             let mut buf = [0; 16];
             let (n, elapsed) = timed(|| client.recv(&mut buf).unwrap());
             assert_eq!(&buf[..n], b"hello");
-            assert!(elapsed <= SUCCEED, "took {elapsed:?}");
+            assert!(elapsed <= MUST_SUCCEED, "took {elapsed:?}");
         });
     });
 }
 
 #[test]
 fn nonblocking_recv_without_data_would_block_promptly() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, _server) = pair();
         client.set_blocking(false).unwrap();
         let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
         expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "non-blocking recv");
         let (result, elapsed) = timed(|| (&client).read(&mut [0; 16]));
         expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "non-blocking read");
     });
 }
 
 #[test]
 fn timeout_recv_times_out_at_t() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, _server) = pair();
         client.set_timeout(Some(T)).unwrap();
         let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
@@ -726,9 +647,9 @@ fn timeout_recv_times_out_at_t() {
 
 #[test]
 fn timeout_recv_returns_partial_data_at_once() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, server) = pair();
-        client.set_timeout(Some(SUCCEED)).unwrap();
+        client.set_timeout(Some(MUST_SUCCEED)).unwrap();
         let delay = Duration::from_millis(100);
         thread::scope(|s| {
             s.spawn(|| {
@@ -739,7 +660,7 @@ fn timeout_recv_returns_partial_data_at_once() {
             let (n, elapsed) = timed(|| client.recv(&mut buf).unwrap());
             assert_eq!(&buf[..n], b"abc");
             assert!(
-                elapsed <= delay + PROMPT,
+                elapsed <= delay + PROMPTLY,
                 "3 bytes arrived after {delay:?} but recv took {elapsed:?}"
             );
         });
@@ -749,13 +670,13 @@ fn timeout_recv_returns_partial_data_at_once() {
         let mut buf = [0; 100];
         let (n, elapsed) = timed(|| client.recv(&mut buf).unwrap());
         assert_eq!(&buf[..n], b"de");
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "recv of queued data");
     });
 }
 
 #[test]
 fn socket_that_timed_out_is_still_usable() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, server) = pair();
         client.set_timeout(Some(T)).unwrap();
         expect_timed_out(client.recv(&mut [0; 16]));
@@ -764,7 +685,7 @@ fn socket_that_timed_out_is_still_usable() {
                 thread::sleep(Duration::from_millis(100));
                 server.send_all(b"again").unwrap();
             });
-            client.set_timeout(Some(SUCCEED)).unwrap();
+            client.set_timeout(Some(MUST_SUCCEED)).unwrap();
             let mut buf = [0; 16];
             let n = client.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], b"again");
@@ -783,9 +704,9 @@ fn socket_that_timed_out_is_still_usable() {
 
 #[test]
 fn peer_fin_gives_eof_promptly_in_every_mode() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         // The FIN comes while a call waits.
-        for mode in [Mode::Blocking, Mode::Timeout(SUCCEED)] {
+        for mode in [Mode::Blocking, Mode::Timeout(MUST_SUCCEED)] {
             let (client, server) = pair();
             client.set_mode(mode).unwrap();
             let (waiting_tx, waiting_rx) = mpsc::channel();
@@ -803,20 +724,20 @@ fn peer_fin_gives_eof_promptly_in_every_mode() {
                 let (result, returned) = reader.join().unwrap();
                 assert_eq!(result.unwrap(), 0, "in {mode:?}");
                 assert!(returned >= fin, "recv in {mode:?} returned before the FIN");
-                assert_prompt(returned - fin);
+                assert_prompt(returned - fin, &format!("recv in {mode:?} after the FIN"));
             });
         }
         // The FIN is already there.
         for mode in modes() {
             let (client, server) = pair();
             server.shutdown(Shutdown::Write).unwrap();
-            let ready = select(&[&client], &[], Some(SUCCEED)).unwrap();
+            let ready = select(&[&client], &[], Some(MUST_SUCCEED)).unwrap();
             assert_eq!(ready.readable, vec![0]);
             client.set_mode(mode).unwrap();
             for _ in 0..2 {
                 let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
                 assert_eq!(result.unwrap(), 0, "in {mode:?}");
-                assert_prompt(elapsed);
+                assert_prompt(elapsed, &format!("recv in {mode:?} at end of file"));
             }
         }
     });
@@ -824,22 +745,22 @@ fn peer_fin_gives_eof_promptly_in_every_mode() {
 
 #[test]
 fn zero_length_read_returns_at_once_in_every_mode() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, _server) = pair();
         for mode in modes() {
             client.set_mode(mode).unwrap();
             let (result, elapsed) = timed(|| client.recv(&mut []));
             assert_eq!(result.unwrap(), 0, "recv in {mode:?}");
-            assert_prompt(elapsed);
+            assert_prompt(elapsed, &format!("recv in {mode:?}"));
             let (result, elapsed) = timed(|| (&client).read(&mut []));
             assert_eq!(result.unwrap(), 0, "read in {mode:?}");
-            assert_prompt(elapsed);
+            assert_prompt(elapsed, &format!("read in {mode:?}"));
             let (result, elapsed) = timed(|| client.peek(&mut []));
             assert_eq!(result.unwrap(), 0, "peek in {mode:?}");
-            assert_prompt(elapsed);
+            assert_prompt(elapsed, &format!("peek in {mode:?}"));
             let (result, elapsed) = timed(|| (&client).read_exact(&mut []));
             result.unwrap();
-            assert_prompt(elapsed);
+            assert_prompt(elapsed, &format!("read_exact in {mode:?}"));
         }
     });
 }
@@ -849,19 +770,19 @@ fn zero_length_read_returns_at_once_in_every_mode() {
 
 #[test]
 fn nonblocking_send_to_a_peer_that_never_reads_would_block() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, _server) = small_buffer_pair();
         client.set_blocking(false).unwrap();
         let (e, elapsed, sent) = fill(&client);
         assert_eq!(e.kind(), ErrorKind::WouldBlock, "after {sent} bytes: {e:?}");
         assert!(sent > 0);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "the send that found the buffers full");
     });
 }
 
 #[test]
 fn timeout_send_with_a_full_buffer_times_out_at_t() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, _server) = small_buffer_pair();
         client.set_timeout(Some(T)).unwrap();
         let (e, elapsed, sent) = fill(&client);
@@ -873,7 +794,7 @@ fn timeout_send_with_a_full_buffer_times_out_at_t() {
 
 #[test]
 fn send_all_to_a_peer_that_never_reads_times_out_at_t() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, _server) = small_buffer_pair();
         client.set_timeout(Some(T)).unwrap();
         let data = vec![1; 16 << 20];
@@ -890,11 +811,11 @@ fn send_all_to_a_peer_that_never_reads_times_out_at_t() {
 /// but the one deadline still ends it at ~T.
 #[test]
 fn send_all_keeps_one_deadline_while_the_peer_reads_slowly() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, server) = small_buffer_pair();
         let timeout = Duration::from_millis(400);
         client.set_timeout(Some(timeout)).unwrap();
-        server.set_timeout(Some(SUCCEED)).unwrap();
+        server.set_timeout(Some(MUST_SUCCEED)).unwrap();
         let stop = AtomicBool::new(false);
         thread::scope(|s| {
             let reader = s.spawn(|| {
@@ -934,13 +855,13 @@ fn pattern(i: usize) -> u8 {
 
 #[test]
 fn send_all_of_16_mib_arrives_whole_and_in_order() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         const LEN: usize = 16 << 20;
         let data: Vec<u8> = (0..LEN).map(pattern).collect();
-        for mode in [Mode::Blocking, Mode::Timeout(SUCCEED)] {
+        for mode in [Mode::Blocking, Mode::Timeout(MUST_SUCCEED)] {
             let (client, server) = pair();
             client.set_mode(mode).unwrap();
-            server.set_timeout(Some(SUCCEED)).unwrap();
+            server.set_timeout(Some(MUST_SUCCEED)).unwrap();
             thread::scope(|s| {
                 let reader = s.spawn(|| {
                     let mut received = Vec::with_capacity(LEN);
@@ -980,7 +901,9 @@ const SIGPIPE_CHILD: &str = "ONTIME_SYNC_TEST_SIGPIPE_CHILD";
 
 #[test]
 fn send_after_shutdown_write_is_broken_pipe_without_sigpipe() {
-    if std::env::var_os(SIGPIPE_CHILD).is_some() {
+    let name = "send_after_shutdown_write_is_broken_pipe_without_sigpipe";
+    let child = is_child(SIGPIPE_CHILD, name);
+    if child {
         // Rust programs ignore SIGPIPE; a C or Python host would not, so the
         // facade must not rely on it.
         // SAFETY: setting a signal's disposition to its default has no
@@ -988,64 +911,23 @@ fn send_after_shutdown_write_is_broken_pipe_without_sigpipe() {
         let previous = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
         assert_ne!(previous, libc::SIG_ERR);
     }
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         for mode in modes() {
             let (client, _server) = pair();
             client.set_mode(mode).unwrap();
             client.shutdown(Shutdown::Write).unwrap();
             let (result, elapsed) = timed(|| client.send(b"x"));
             expect_kind(result, ErrorKind::BrokenPipe);
-            assert_prompt(elapsed);
+            assert_prompt(elapsed, &format!("send in {mode:?}"));
             expect_kind(client.send_all(b"xyz"), ErrorKind::BrokenPipe);
             expect_kind((&client).write_all(b"xyz"), ErrorKind::BrokenPipe);
         }
     });
-    if std::env::var_os(SIGPIPE_CHILD).is_some() {
+    if child {
         return;
     }
     // Run this same test in a child process with SIGPIPE's default action.
-    let name = "send_after_shutdown_write_is_broken_pipe_without_sigpipe";
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--test-threads=1", "--nocapture"])
-        .env(SIGPIPE_CHILD, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("the child test did not finish within 30 s");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(
-        status.success(),
-        "the child with SIGPIPE's default action failed: {status}\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("1 passed"),
-        "the child did not run the test:\n{stdout}\n{stderr}"
-    );
+    run_child(SIGPIPE_CHILD, name);
 }
 
 // ---------------------------------------------------------------------------
@@ -1053,8 +935,8 @@ fn send_after_shutdown_write_is_broken_pipe_without_sigpipe() {
 
 #[test]
 fn read_exact_with_fin_after_three_bytes_is_unexpected_eof() {
-    watchdog(|| {
-        for mode in [Mode::Blocking, Mode::Timeout(SUCCEED)] {
+    watchdog(WATCHDOG, || {
+        for mode in [Mode::Blocking, Mode::Timeout(MUST_SUCCEED)] {
             let (client, server) = pair();
             client.set_mode(mode).unwrap();
             server.send_all(b"abc").unwrap();
@@ -1062,7 +944,7 @@ fn read_exact_with_fin_after_three_bytes_is_unexpected_eof() {
             let mut buf = [0; 8];
             let (result, elapsed) = timed(|| (&client).read_exact(&mut buf));
             expect_kind(result, ErrorKind::UnexpectedEof);
-            assert_prompt(elapsed);
+            assert_prompt(elapsed, &format!("read_exact in {mode:?}"));
             assert_eq!(
                 &buf[..3],
                 b"abc",
@@ -1074,7 +956,7 @@ fn read_exact_with_fin_after_three_bytes_is_unexpected_eof() {
 
 #[test]
 fn read_exact_gathers_eight_bytes_sent_in_four_chunks() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let deadline = Duration::from_secs(2);
         for mode in [Mode::Blocking, Mode::Timeout(deadline)] {
             let (client, server) = pair();
@@ -1102,7 +984,7 @@ fn read_exact_gathers_eight_bytes_sent_in_four_chunks() {
 /// per read would let the call succeed.
 #[test]
 fn read_exact_deadline_is_not_extended_by_partial_progress() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, server) = pair();
         server.set_nodelay(true).unwrap();
         client.set_timeout(Some(T)).unwrap();
@@ -1128,7 +1010,7 @@ fn read_exact_deadline_is_not_extended_by_partial_progress() {
 
 #[test]
 fn mode_change_does_not_affect_a_waiting_call() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         // A blocking call keeps waiting when the mode becomes a short timeout.
         let (client, server) = pair();
         let start = Instant::now();
@@ -1183,7 +1065,7 @@ fn mode_change_does_not_affect_a_waiting_call() {
 
 #[test]
 fn try_clone_copies_the_mode_then_modes_are_independent() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, server) = pair();
         client.set_timeout(Some(T)).unwrap();
         let clone = client.try_clone().unwrap();
@@ -1199,7 +1081,7 @@ fn try_clone_copies_the_mode_then_modes_are_independent() {
         assert!(fd_is_nonblocking(clone.as_raw_fd()));
         let (result, elapsed) = timed(|| clone.recv(&mut [0; 16]));
         expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "recv on the non-blocking clone");
         let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
         expect_timed_out(result);
         assert_timed_out(elapsed, T);
@@ -1213,14 +1095,14 @@ fn try_clone_copies_the_mode_then_modes_are_independent() {
         );
         let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
         expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "recv on the original");
         let (result, elapsed) = timed(|| clone.recv(&mut [0; 16]));
         expect_timed_out(result);
         assert_timed_out(elapsed, T);
 
         // Both handles reach the same connection.
         server.send_all(b"shared").unwrap();
-        clone.set_timeout(Some(SUCCEED)).unwrap();
+        clone.set_timeout(Some(MUST_SUCCEED)).unwrap();
         let mut buf = [0; 6];
         clone.recv_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"shared");
@@ -1234,13 +1116,13 @@ fn try_clone_copies_the_mode_then_modes_are_independent() {
         assert_eq!(listener.mode(), Mode::Timeout(T));
         let (result, elapsed) = timed(|| listener_clone.accept());
         expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "accept on the non-blocking clone");
     });
 }
 
 #[test]
 fn descriptor_is_non_blocking_in_every_mode() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
@@ -1288,9 +1170,9 @@ fn descriptor_is_non_blocking_in_every_mode() {
 
 #[test]
 fn shutdown_wakes_a_blocked_recv() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         for how in [Shutdown::Read, Shutdown::Both] {
-            for mode in [Mode::Blocking, Mode::Timeout(SUCCEED)] {
+            for mode in [Mode::Blocking, Mode::Timeout(MUST_SUCCEED)] {
                 let (client, _server) = pair();
                 client.set_mode(mode).unwrap();
                 let (waiting_tx, waiting_rx) = mpsc::channel();
@@ -1315,7 +1197,10 @@ fn shutdown_wakes_a_blocked_recv() {
                         0,
                         "recv in {mode:?} after shutdown({how:?})"
                     );
-                    assert_prompt(returned - shutdown);
+                    assert_prompt(
+                        returned - shutdown,
+                        &format!("recv in {mode:?} after shutdown({how:?})"),
+                    );
                 });
             }
         }
@@ -1324,7 +1209,7 @@ fn shutdown_wakes_a_blocked_recv() {
 
 #[test]
 fn shutdown_wakes_a_blocked_send() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         for how in [Shutdown::Write, Shutdown::Both] {
             let (client, _server) = small_buffer_pair();
             assert!(client.is_blocking());
@@ -1348,7 +1233,10 @@ fn shutdown_wakes_a_blocked_send() {
                     "send returned before shutdown({how:?}): {result:?}"
                 );
                 expect_kind(result, ErrorKind::BrokenPipe);
-                assert_prompt(returned - shutdown);
+                assert_prompt(
+                    returned - shutdown,
+                    &format!("the blocked send after shutdown({how:?})"),
+                );
             });
         }
     });
@@ -1359,7 +1247,7 @@ fn shutdown_wakes_a_blocked_send() {
 
 #[test]
 fn fifty_threads_with_different_timeouts_time_out_on_time() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         const THREADS: u64 = 50;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -1397,7 +1285,7 @@ fn fifty_threads_with_different_timeouts_time_out_on_time() {
 
 #[test]
 fn eight_threads_blocked_on_one_socket_all_return() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         const THREADS: u8 = 8;
         let (client, server) = pair();
         server.set_nodelay(true).unwrap();
@@ -1424,7 +1312,7 @@ fn eight_threads_blocked_on_one_socket_all_return() {
             }
             let mut bytes: Vec<u8> = (0..THREADS)
                 .map(|i| {
-                    let result = got_rx.recv_timeout(SUCCEED).unwrap_or_else(|_| {
+                    let result = got_rx.recv_timeout(MUST_SUCCEED).unwrap_or_else(|_| {
                         panic!("only {i} of {THREADS} blocked threads returned")
                     });
                     let (n, byte) = result.unwrap();
@@ -1440,7 +1328,7 @@ fn eight_threads_blocked_on_one_socket_all_return() {
 
 #[test]
 fn some_threads_get_data_while_others_time_out() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         const PAIRS: usize = 20;
         let timeout = Duration::from_millis(400);
         let arrival = Duration::from_millis(150);
@@ -1484,14 +1372,14 @@ fn some_threads_get_data_while_others_time_out() {
 
 #[test]
 fn select_nonblocking_listener_is_readable_after_a_client_connects() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_blocking(false).unwrap();
         assert!(select(&[&listener], &[], Some(Duration::ZERO))
             .unwrap()
             .is_empty());
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let ready = select(&[&listener], &[], Some(SUCCEED)).unwrap();
+        let ready = select(&[&listener], &[], Some(MUST_SUCCEED)).unwrap();
         assert_eq!(ready.readable, vec![0]);
         assert!(ready.writable.is_empty());
         let (_, peer) = listener.accept().unwrap();
@@ -1501,7 +1389,7 @@ fn select_nonblocking_listener_is_readable_after_a_client_connects() {
 
 #[test]
 fn select_stream_is_readable_when_data_arrives() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (quiet, _quiet_server) = pair();
         let (client, server) = pair();
         client.set_blocking(false).unwrap();
@@ -1510,7 +1398,7 @@ fn select_stream_is_readable_when_data_arrives() {
                 thread::sleep(Duration::from_millis(200));
                 server.send_all(b"ping").unwrap();
             });
-            let ready = select(&[&quiet, &client], &[], Some(SUCCEED)).unwrap();
+            let ready = select(&[&quiet, &client], &[], Some(MUST_SUCCEED)).unwrap();
             assert_eq!(ready.readable, vec![1], "only the second stream got data");
             let mut buf = [0; 16];
             let n = client.recv(&mut buf).unwrap();
@@ -1521,19 +1409,19 @@ fn select_stream_is_readable_when_data_arrives() {
 
 #[test]
 fn select_connected_stream_is_writable_at_once() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, _server) = pair();
         let (quiet, _quiet_server) = pair();
-        let (ready, elapsed) = timed(|| select(&[&quiet], &[&client], Some(SUCCEED)).unwrap());
+        let (ready, elapsed) = timed(|| select(&[&quiet], &[&client], Some(MUST_SUCCEED)).unwrap());
         assert!(ready.readable.is_empty());
         assert_eq!(ready.writable, vec![0]);
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "select for a writable stream");
     });
 }
 
 #[test]
 fn select_with_nothing_ready_times_out_at_t() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, _server) = pair();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let (ready, elapsed) = timed(|| select(&[&client, &listener], &[], Some(T)).unwrap());
@@ -1544,15 +1432,15 @@ fn select_with_nothing_ready_times_out_at_t() {
 
 #[test]
 fn select_with_zero_timeout_returns_promptly() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let (client, _server) = pair();
         let (ready, elapsed) = timed(|| select(&[&client], &[], Some(Duration::ZERO)).unwrap());
         assert!(ready.is_empty(), "{ready:?}");
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "select with a zero timeout");
         // Again, now that the stream is known to the reactor.
         let (ready, elapsed) = timed(|| select(&[&client], &[], Some(Duration::ZERO)).unwrap());
         assert!(ready.is_empty(), "{ready:?}");
-        assert_prompt(elapsed);
+        assert_prompt(elapsed, "select with a zero timeout, again");
     });
 }
 
@@ -1564,7 +1452,7 @@ fn select_with_zero_timeout_returns_promptly() {
 /// that parks are measured.
 #[test]
 fn blocked_threads_use_little_cpu() {
-    watchdog(|| {
+    watchdog(WATCHDOG, || {
         let wait = Duration::from_secs(1);
         let budget = Duration::from_millis(100);
         let (timing_out, _quiet_server) = pair();

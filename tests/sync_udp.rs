@@ -8,99 +8,27 @@
 //! every loop is bounded. A test that changes the process-wide default
 //! timeout runs in a child process, so that it cannot disturb the others.
 
-use std::io::{self, ErrorKind};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::process::Command;
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ontime::sync::{self, Mode, UdpSocket};
 
-/// Longest any single test may take.
-const WATCHDOG: Duration = Duration::from_secs(60);
-/// Longest a wait that must succeed may take.
-const MUST_SUCCEED: Duration = Duration::from_secs(10);
-/// "Promptly", for calls that should not wait at all.
-const PROMPTLY: Duration = Duration::from_millis(250);
+mod common;
+
+use common::{
+    assert_prompt, assert_timed_out, assert_timed_out_error, in_child, watchdog, MUST_SUCCEED,
+    WATCHDOG,
+};
+
 /// The timeout under test.
 const T: Duration = Duration::from_millis(300);
 /// Set in a child process to the name of the test it runs.
 const CHILD_ENV: &str = "ONTIME_SYNC_UDP_CHILD";
 
 // ---- Helpers -----------------------------------------------------------
-
-/// Runs `f` on its own thread and fails the test if it takes longer than
-/// `limit`. A panic in `f` is passed on.
-fn watchdog<F>(limit: Duration, f: F)
-where
-    F: FnOnce() + Send + 'static,
-{
-    let (done, finished) = mpsc::channel();
-    let body = thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(limit) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = body.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("watchdog: the test took longer than {limit:?}")
-        }
-    }
-}
-
-/// Runs `body` in a child process running only the test `name`, and checks
-/// that it passed. In that child (marked by [`CHILD_ENV`]) it runs `body`
-/// directly. For tests that change process-wide state.
-fn in_child(name: &str, body: impl FnOnce()) {
-    if std::env::var(CHILD_ENV).as_deref() == Ok(name) {
-        body();
-        return;
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new(exe)
-        .args([name, "--exact", "--test-threads=1", "--nocapture"])
-        .env(CHILD_ENV, name)
-        .output()
-        .expect("running the test binary again");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child running {name} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-}
-
-/// A call in timeout mode with timeout `t` ended after `elapsed`: never
-/// early (within 10 ms of clock slack), at most `max(1 s, t)` late.
-fn assert_timed_out(elapsed: Duration, t: Duration) {
-    let early = t.saturating_sub(Duration::from_millis(10));
-    let late = t + t.max(Duration::from_secs(1));
-    assert!(
-        elapsed >= early,
-        "timed out early: after {elapsed:?}, the timeout was {t:?}"
-    );
-    assert!(
-        elapsed <= late,
-        "timed out late: after {elapsed:?}, the timeout was {t:?} (limit {late:?})"
-    );
-}
-
-/// The error of a call in timeout mode whose deadline passed (R2).
-fn assert_timed_out_error(e: &io::Error) {
-    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e:?}");
-    assert_eq!(e.raw_os_error(), None, "{e:?}");
-    assert_eq!(e.to_string(), "timed out");
-}
-
-fn assert_prompt(elapsed: Duration, what: &str) {
-    assert!(elapsed <= PROMPTLY, "{what} took {elapsed:?}, not promptly");
-}
 
 fn bind() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").unwrap()
@@ -397,7 +325,7 @@ fn options_round_trip() {
 #[test]
 fn new_sockets_take_the_default_timeout() {
     watchdog(WATCHDOG, || {
-        in_child("new_sockets_take_the_default_timeout", || {
+        in_child(CHILD_ENV, "new_sockets_take_the_default_timeout", || {
             let before = bind();
             assert_eq!(before.mode(), Mode::Blocking);
 

@@ -14,25 +14,24 @@
 
 #![cfg(unix)]
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ontime::sync::{self, Mode, UnixDatagram, UnixListener, UnixStream};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
-/// Longest any single test may take.
-const WATCHDOG: Duration = Duration::from_secs(60);
-/// Longest a wait that must succeed may take.
-const MUST_SUCCEED: Duration = Duration::from_secs(10);
-/// "Promptly", for calls that should not wait at all.
-const PROMPTLY: Duration = Duration::from_millis(250);
+mod common;
+
+use common::{
+    assert_prompt, assert_timed_out, assert_timed_out_error, in_child, watchdog, MUST_SUCCEED,
+    WATCHDOG,
+};
+
 /// The timeout under test.
 const T: Duration = Duration::from_millis(300);
 /// Set in a child process to the name of the test it runs.
@@ -43,83 +42,6 @@ const FILL_LIMIT: usize = 100_000;
 const MODES: [Mode; 3] = [Mode::Blocking, Mode::NonBlocking, Mode::Timeout(T)];
 
 // ---- Helpers -----------------------------------------------------------
-
-/// Runs `f` on its own thread and fails the test if it takes longer than
-/// `limit`. A panic in `f` is passed on.
-fn watchdog<F>(limit: Duration, f: F)
-where
-    F: FnOnce() + Send + 'static,
-{
-    let (done, finished) = mpsc::channel();
-    let body = thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(limit) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = body.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("watchdog: the test took longer than {limit:?}")
-        }
-    }
-}
-
-/// Runs `body` in a child process running only the test `name`, and checks
-/// that it passed (and was not killed by a signal). In that child (marked by
-/// [`CHILD_ENV`]) it runs `body` directly.
-fn in_child(name: &str, body: impl FnOnce()) {
-    if std::env::var(CHILD_ENV).as_deref() == Ok(name) {
-        body();
-        return;
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new(exe)
-        .args([name, "--exact", "--test-threads=1", "--nocapture"])
-        .env(CHILD_ENV, name)
-        .output()
-        .expect("running the test binary again");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.signal(),
-        None,
-        "child running {name} was killed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child running {name} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-}
-
-/// A call in timeout mode with timeout `t` ended after `elapsed`: never
-/// early (within 10 ms of clock slack), at most `max(1 s, t)` late.
-fn assert_timed_out(elapsed: Duration, t: Duration) {
-    let early = t.saturating_sub(Duration::from_millis(10));
-    let late = t + t.max(Duration::from_secs(1));
-    assert!(
-        elapsed >= early,
-        "timed out early: after {elapsed:?}, the timeout was {t:?}"
-    );
-    assert!(
-        elapsed <= late,
-        "timed out late: after {elapsed:?}, the timeout was {t:?} (limit {late:?})"
-    );
-}
-
-/// The error of a call in timeout mode whose deadline passed (R2).
-fn assert_timed_out_error(e: &io::Error) {
-    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e:?}");
-    assert_eq!(e.raw_os_error(), None, "{e:?}");
-    assert_eq!(e.to_string(), "timed out");
-}
-
-fn assert_prompt(elapsed: Duration, what: &str) {
-    assert!(elapsed <= PROMPTLY, "{what} took {elapsed:?}, not promptly");
-}
 
 /// A socket path unique to this process and call, removed on drop.
 struct TempPath(PathBuf);
@@ -506,6 +428,7 @@ fn send_all_to_a_reading_peer_arrives_whole_and_in_order() {
 fn send_after_shutdown_write_is_broken_pipe_without_sigpipe() {
     watchdog(WATCHDOG, || {
         in_child(
+            CHILD_ENV,
             "send_after_shutdown_write_is_broken_pipe_without_sigpipe",
             || {
                 // SAFETY: restoring the default disposition of SIGPIPE is a plain
@@ -678,63 +601,67 @@ fn stream_try_clone_copies_the_mode_then_is_independent() {
 #[test]
 fn connect_to_a_full_accept_queue_follows_the_mode() {
     watchdog(WATCHDOG, || {
-        in_child("connect_to_a_full_accept_queue_follows_the_mode", || {
-            let path = TempPath::new("backlog");
-            let socket = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
-            socket.bind(&SockAddr::unix(&path).unwrap()).unwrap();
-            socket.listen(0).unwrap();
-            let listener = UnixListener::from(std::os::unix::net::UnixListener::from(socket));
+        in_child(
+            CHILD_ENV,
+            "connect_to_a_full_accept_queue_follows_the_mode",
+            || {
+                let path = TempPath::new("backlog");
+                let socket = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+                socket.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+                socket.listen(0).unwrap();
+                let listener = UnixListener::from(std::os::unix::net::UnixListener::from(socket));
 
-            // Non-blocking: fill the queue until a connect would block.
-            sync::set_default_timeout(Some(Duration::ZERO));
-            let mut fillers = Vec::new();
-            let mut full = false;
-            for _ in 0..16 {
-                let start = Instant::now();
-                match UnixStream::connect(&path) {
-                    Ok(stream) => fillers.push(stream),
-                    Err(e) => {
-                        assert_prompt(start.elapsed(), "a non-blocking connect");
-                        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
-                        full = true;
-                        break;
+                // Non-blocking: fill the queue until a connect would block.
+                sync::set_default_timeout(Some(Duration::ZERO));
+                let mut fillers = Vec::new();
+                let mut full = false;
+                for _ in 0..16 {
+                    let start = Instant::now();
+                    match UnixStream::connect(&path) {
+                        Ok(stream) => fillers.push(stream),
+                        Err(e) => {
+                            assert_prompt(start.elapsed(), "a non-blocking connect");
+                            assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
+                            full = true;
+                            break;
+                        }
                     }
                 }
-            }
-            assert!(full, "the accept queue never filled");
+                assert!(full, "the accept queue never filled");
 
-            // Timeout mode: the connect waits, then times out.
-            sync::set_default_timeout(Some(T));
-            let start = Instant::now();
-            let e = UnixStream::connect(&path).unwrap_err();
-            assert_timed_out(start.elapsed(), T);
-            assert_timed_out_error(&e);
+                // Timeout mode: the connect waits, then times out.
+                sync::set_default_timeout(Some(T));
+                let start = Instant::now();
+                let e = UnixStream::connect(&path).unwrap_err();
+                assert_timed_out(start.elapsed(), T);
+                assert_timed_out_error(&e);
 
-            // Blocking: the connect completes once the listener makes room.
-            sync::set_default_timeout(None);
-            let started = Arc::new(Barrier::new(2));
-            let connector = thread::spawn({
-                let started = Arc::clone(&started);
-                let path = path.0.clone();
-                move || {
-                    started.wait();
-                    UnixStream::connect(path).map(|stream| (stream, Instant::now()))
-                }
-            });
-            started.wait();
-            thread::sleep(Duration::from_millis(200));
-            let accepted = Instant::now();
-            listener.set_timeout(Some(MUST_SUCCEED)).unwrap();
-            let _room = listener.accept().unwrap();
-            let (stream, connected) = connector.join().unwrap().unwrap();
-            assert_eq!(stream.mode(), Mode::Blocking);
-            // The backoff caps each pause at 64 ms.
-            assert_prompt(
-                connected.saturating_duration_since(accepted),
-                "the connect after the accept",
-            );
-            assert!(!fillers.is_empty());
-        });
+                // Blocking: the connect completes once the listener makes room.
+                sync::set_default_timeout(None);
+                let started = Arc::new(Barrier::new(2));
+                let connector = thread::spawn({
+                    let started = Arc::clone(&started);
+                    let path = path.0.clone();
+                    move || {
+                        started.wait();
+                        UnixStream::connect(path).map(|stream| (stream, Instant::now()))
+                    }
+                });
+                started.wait();
+                thread::sleep(Duration::from_millis(200));
+                let accepted = Instant::now();
+                listener.set_timeout(Some(MUST_SUCCEED)).unwrap();
+                let _room = listener.accept().unwrap();
+                let (stream, connected) = connector.join().unwrap().unwrap();
+                assert_eq!(stream.mode(), Mode::Blocking);
+                // The backoff caps each pause at 64 ms.
+                assert_prompt(
+                    connected.saturating_duration_since(accepted),
+                    "the connect after the accept",
+                );
+                assert!(!fillers.is_empty());
+            },
+        );
     });
 }
 
@@ -1010,50 +937,54 @@ fn datagram_try_clone_copies_the_mode() {
 #[test]
 fn new_unix_sockets_take_the_default_timeout() {
     watchdog(WATCHDOG, || {
-        in_child("new_unix_sockets_take_the_default_timeout", || {
-            let path = TempPath::new("default");
-            let listener = UnixListener::bind(&path).unwrap();
-            assert_eq!(listener.mode(), Mode::Blocking);
+        in_child(
+            CHILD_ENV,
+            "new_unix_sockets_take_the_default_timeout",
+            || {
+                let path = TempPath::new("default");
+                let listener = UnixListener::bind(&path).unwrap();
+                assert_eq!(listener.mode(), Mode::Blocking);
 
-            let ten = Duration::from_secs(10);
-            sync::set_default_timeout(Some(ten));
-            let client = UnixStream::connect(&path).unwrap();
-            assert_eq!(client.timeout(), Some(ten));
-            let (server, _) = listener.accept().unwrap();
-            assert_eq!(
-                server.timeout(),
-                Some(ten),
-                "accept ignores the default (R8)"
-            );
-            assert_eq!(
-                listener.mode(),
-                Mode::Blocking,
-                "an older listener changed mode"
-            );
-            let (a, b) = UnixStream::pair().unwrap();
-            assert_eq!((a.timeout(), b.timeout()), (Some(ten), Some(ten)));
-            let (std_a, _std_b) = std::os::unix::net::UnixStream::pair().unwrap();
-            assert_eq!(UnixStream::from(std_a).timeout(), Some(ten));
-            assert_eq!(UnixDatagram::unbound().unwrap().timeout(), Some(ten));
-            let (c, _d) = UnixDatagram::pair().unwrap();
-            assert_eq!(c.timeout(), Some(ten));
-            let other = TempPath::new("default-listener");
-            assert_eq!(UnixListener::bind(&other).unwrap().timeout(), Some(ten));
+                let ten = Duration::from_secs(10);
+                sync::set_default_timeout(Some(ten));
+                let client = UnixStream::connect(&path).unwrap();
+                assert_eq!(client.timeout(), Some(ten));
+                let (server, _) = listener.accept().unwrap();
+                assert_eq!(
+                    server.timeout(),
+                    Some(ten),
+                    "accept ignores the default (R8)"
+                );
+                assert_eq!(
+                    listener.mode(),
+                    Mode::Blocking,
+                    "an older listener changed mode"
+                );
+                let (a, b) = UnixStream::pair().unwrap();
+                assert_eq!((a.timeout(), b.timeout()), (Some(ten), Some(ten)));
+                let (std_a, _std_b) = std::os::unix::net::UnixStream::pair().unwrap();
+                assert_eq!(UnixStream::from(std_a).timeout(), Some(ten));
+                assert_eq!(UnixDatagram::unbound().unwrap().timeout(), Some(ten));
+                let (c, _d) = UnixDatagram::pair().unwrap();
+                assert_eq!(c.timeout(), Some(ten));
+                let other = TempPath::new("default-listener");
+                assert_eq!(UnixListener::bind(&other).unwrap().timeout(), Some(ten));
 
-            // A listener in timeout mode, a default of zero: the accepted
-            // stream is non-blocking (R8).
-            listener.set_timeout(Some(T)).unwrap();
-            sync::set_default_timeout(Some(Duration::ZERO));
-            let _client2 = UnixStream::connect(&path).unwrap();
-            let (server2, _) = listener.accept().unwrap();
-            assert!(!server2.is_blocking());
-            let start = Instant::now();
-            let e = server2.recv(&mut [0; 4]).unwrap_err();
-            assert_prompt(start.elapsed(), "recv under a zero default");
-            assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
+                // A listener in timeout mode, a default of zero: the accepted
+                // stream is non-blocking (R8).
+                listener.set_timeout(Some(T)).unwrap();
+                sync::set_default_timeout(Some(Duration::ZERO));
+                let _client2 = UnixStream::connect(&path).unwrap();
+                let (server2, _) = listener.accept().unwrap();
+                assert!(!server2.is_blocking());
+                let start = Instant::now();
+                let e = server2.recv(&mut [0; 4]).unwrap_err();
+                assert_prompt(start.elapsed(), "recv under a zero default");
+                assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
 
-            sync::set_default_timeout(None);
-            assert_eq!(UnixStream::pair().unwrap().0.mode(), Mode::Blocking);
-        });
+                sync::set_default_timeout(None);
+                assert_eq!(UnixStream::pair().unwrap().0.mode(), Mode::Blocking);
+            },
+        );
     });
 }
