@@ -392,8 +392,9 @@ impl Dispatch {
                 waiter: Arc::clone(waiter),
                 timer,
             });
-            // Registering may itself have dispatched nothing yet, but the
-            // tick may have moved on another thread's shutdown: check again.
+            // A shutdown on another thread moves the ticks without the lock;
+            // its Kick request would wake this wait later anyway, but
+            // settling now saves the round trip.
             if target.io.source().tick(target.direction) != target.tick {
                 waiter.settle(READY);
                 break;
