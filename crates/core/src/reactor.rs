@@ -707,8 +707,8 @@ impl<M> Reactor<M> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
             Err(e) => {
                 self.events = Some(events);
+                // Put the requeued readiness back for the next turn.
                 std::mem::swap(&mut self.requeued, &mut self.requeue_batch);
-                self.requeued.append(&mut self.requeue_batch);
                 log::debug!("poll failed: {e}");
                 return Err(e);
             }
@@ -846,9 +846,10 @@ impl<M> Reactor<M> {
         calls
     }
 
-    /// How long the next poll may block.
+    /// How long the next poll may block (requeued readiness is the
+    /// caller's to check: it makes the timeout zero too).
     fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
-        if !self.requeued.is_empty() || self.shared.has_pending() {
+        if self.shared.has_pending() {
             return Some(Duration::ZERO);
         }
         let until_timer = self.wheel.next_expiration().map(|tick| {

@@ -140,7 +140,8 @@ pub enum Direction {
 }
 
 impl Direction {
-    pub(crate) const fn index(self) -> usize {
+    /// 0 for `Read`, 1 for `Write`: an index for per-direction arrays.
+    pub const fn index(self) -> usize {
         match self {
             Direction::Read => 0,
             Direction::Write => 1,

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -67,34 +67,27 @@ impl Source {
     /// The readiness tick in `direction`: read it *before* trying an
     /// operation, and pass it to [`wait`].
     pub(crate) fn tick(&self, direction: Direction) -> u64 {
-        self.ticks[index(direction)].load(Ordering::Acquire)
+        self.ticks[direction.index()].load(Ordering::Acquire)
     }
 
     /// Records that a call tried at `tick` got `WouldBlock`.
     pub(crate) fn set_blocked(&self, direction: Direction, tick: u64) {
-        self.blocked[index(direction)].store(tick, Ordering::Release);
+        self.blocked[direction.index()].store(tick, Ordering::Release);
     }
 
     /// Whether the reactor saw the socket become ready in `direction` since
     /// a call last got `WouldBlock` (see [`crate::select`]).
     pub(crate) fn known_ready(&self, direction: Direction) -> bool {
         self.is_registered()
-            && self.tick(direction) != self.blocked[index(direction)].load(Ordering::Acquire)
+            && self.tick(direction) != self.blocked[direction.index()].load(Ordering::Acquire)
     }
 
     fn bump(&self, direction: Direction) {
-        self.ticks[index(direction)].fetch_add(1, Ordering::AcqRel);
+        self.ticks[direction.index()].fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn is_registered(&self) -> bool {
         self.token.load(Ordering::Acquire) != UNREGISTERED
-    }
-}
-
-fn index(direction: Direction) -> usize {
-    match direction {
-        Direction::Read => 0,
-        Direction::Write => 1,
     }
 }
 
@@ -236,8 +229,8 @@ impl<S: AsRawFd + Send + Sync + 'static> Drop for Handle<S> {
 pub(crate) struct Waiter {
     /// One of `WAITING`, `READY`, `TIMED_OUT`, `FAILED`; leaves `WAITING` once.
     state: AtomicU8,
-    /// With `FAILED`: the OS error registering the socket.
-    errno: AtomicI32,
+    /// With `FAILED`: the error registering the socket.
+    error: Mutex<Option<io::Error>>,
     /// Set when a finished leader asked this thread to take over.
     baton: AtomicBool,
     thread: Thread,
@@ -252,7 +245,7 @@ impl Waiter {
     fn new() -> Waiter {
         Waiter {
             state: AtomicU8::new(WAITING),
-            errno: AtomicI32::new(0),
+            error: Mutex::new(None),
             baton: AtomicBool::new(false),
             thread: thread::current(),
         }
@@ -282,9 +275,12 @@ impl Waiter {
         match self.state() {
             READY => Ok(Outcome::Ready),
             TIMED_OUT => Ok(Outcome::TimedOut),
-            FAILED => Err(io::Error::from_raw_os_error(
-                self.errno.load(Ordering::Acquire),
-            )),
+            FAILED => Err(self
+                .error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_else(|| io::Error::other("registering the socket failed"))),
             state => unreachable!("outcome of an open wait (state {state})"),
         }
     }
@@ -376,9 +372,7 @@ impl Dispatch {
                 Ok(token) => token,
                 Err(e) => {
                     log::debug!("registering fd {} failed: {e}", target.io.raw_fd());
-                    waiter
-                        .errno
-                        .store(e.raw_os_error().unwrap_or(0), Ordering::Release);
+                    *waiter.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                     waiter.settle(FAILED);
                     break;
                 }
@@ -386,7 +380,7 @@ impl Dispatch {
             let entry = self.entries[token.0]
                 .as_mut()
                 .expect("registered token has an entry");
-            let waits = &mut entry.waits[index(target.direction)];
+            let waits = &mut entry.waits[target.direction.index()];
             waits.retain(|pending| pending.waiter.is_waiting());
             waits.push(Pending {
                 waiter: Arc::clone(waiter),
@@ -436,7 +430,7 @@ impl Dispatch {
         let Some(Some(entry)) = self.entries.get_mut(token) else {
             return;
         };
-        for pending in entry.waits[index(direction)].drain(..) {
+        for pending in entry.waits[direction.index()].drain(..) {
             if pending.waiter.settle(READY) {
                 if let Some(timer) = pending.timer {
                     self.timers.remove(&timer);
@@ -444,6 +438,12 @@ impl Dispatch {
                 }
             }
         }
+    }
+
+    /// Wakes every wait on `token`, in both directions.
+    fn wake_all(&mut self, reactor: &mut Reactor<Request>, token: usize) {
+        self.wake(reactor, token, Direction::Read);
+        self.wake(reactor, token, Direction::Write);
     }
 
     fn close(&mut self, reactor: &mut Reactor<Request>, io: &Arc<dyn Registered>) {
@@ -457,8 +457,7 @@ impl Dispatch {
         if let Err(e) = reactor.deregister(&mut SourceFd(&fd), Token(token)) {
             log::debug!("deregistering fd {fd} failed: {e}");
         }
-        self.wake(reactor, token, Direction::Read);
-        self.wake(reactor, token, Direction::Write);
+        self.wake_all(reactor, token);
         // Dropping the entry drops the driver's Arc: the descriptor closes
         // now if no handle is left.
         self.entries[token] = None;
@@ -494,8 +493,7 @@ impl Handler<Request> for Dispatch {
             Request::Kick(io) => {
                 let token = io.source().token.load(Ordering::Acquire);
                 if token != UNREGISTERED {
-                    self.wake(reactor, token, Direction::Read);
-                    self.wake(reactor, token, Direction::Write);
+                    self.wake_all(reactor, token);
                 }
             }
             Request::Close(io) => self.close(reactor, &io),
@@ -565,19 +563,11 @@ impl Driver {
         // Pairs with the fence in `after_lead`: either the leader sees the
         // message after unlocking, or this try_lock sees the lock free.
         fence(Ordering::SeqCst);
-        if let Some(core) = self.try_lead() {
-            self.turn_once(core);
+        if let Some(mut core) = self.try_lead() {
+            turn_now(&mut core);
+            drop(core);
+            self.after_lead();
         }
-    }
-
-    /// Turns the reactor without blocking, to handle queued requests.
-    fn turn_once(&self, mut core: MutexGuard<'_, Core>) {
-        let Core { reactor, dispatch } = &mut *core;
-        if let Err(e) = reactor.turn(dispatch, Some(Duration::ZERO)) {
-            log::warn!("the sync driver's poll failed: {e}");
-        }
-        drop(core);
-        self.after_lead();
     }
 
     /// Leads until `waiter` is settled.
@@ -586,6 +576,8 @@ impl Driver {
         while waiter.is_waiting() {
             let Core { reactor, dispatch } = &mut *core;
             if let Err(e) = reactor.turn(dispatch, None) {
+                // Never leave the wait open: it would linger in the lists.
+                waiter.settle(READY);
                 result = Err(e);
                 break;
             }
@@ -607,12 +599,7 @@ impl Driver {
                 return;
             }
             match self.try_lead() {
-                Some(mut core) => {
-                    let Core { reactor, dispatch } = &mut *core;
-                    if let Err(e) = reactor.turn(dispatch, Some(Duration::ZERO)) {
-                        log::warn!("the sync driver's poll failed: {e}");
-                    }
-                }
+                Some(mut core) => turn_now(&mut core),
                 // The holder will do this same check when it lets go.
                 None => return,
             }
@@ -684,10 +671,20 @@ impl Driver {
             self.pass_baton();
         }
         if result.is_err() {
-            // Whatever happened, never return with the wait still open.
+            // The reactor is gone: never return with the wait still open.
             waiter.settle(READY);
         }
         result
+    }
+}
+
+/// Turns the reactor without blocking, to handle what is queued. A poll
+/// error is only logged: the waits it concerns have their own deadlines,
+/// and the next leader polls again.
+fn turn_now(core: &mut Core) {
+    let Core { reactor, dispatch } = core;
+    if let Err(e) = reactor.turn(dispatch, Some(Duration::ZERO)) {
+        log::warn!("the sync driver's poll failed: {e}");
     }
 }
 
