@@ -1,5 +1,6 @@
 //! The sockets: TCP, UDP and Unix, each with the three modes.
 
+mod stream;
 mod tcp;
 mod udp;
 #[cfg(unix)]
@@ -166,19 +167,3 @@ macro_rules! stream_read_write {
 }
 
 pub(crate) use stream_read_write;
-
-/// `UnexpectedEof` for `recv_exact` when the peer closes first.
-pub(crate) fn eof_before_exact() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::UnexpectedEof,
-        "failed to fill whole buffer",
-    )
-}
-
-/// `WriteZero` for `send_all` when the socket accepts nothing.
-pub(crate) fn wrote_zero() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::WriteZero,
-        "failed to write whole buffer",
-    )
-}

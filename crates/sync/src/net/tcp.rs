@@ -8,9 +8,10 @@ use ontime_core::Direction;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::driver::Handle;
-use crate::io::{retry, retry_all};
+use crate::io::retry;
 use crate::mode::{default_mode, Deadline, ModeCell};
-use crate::net::{eof_before_exact, socket_common, stream_read_write, wrote_zero};
+use crate::net::stream;
+use crate::net::{socket_common, stream_read_write};
 use crate::Mode;
 
 /// A TCP connection with Python's three modes.
@@ -123,33 +124,22 @@ impl TcpStream {
         let deadline = mode.deadline();
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_nonblocking(true)?;
-        let stream = TcpStream {
+        let conn = TcpStream {
             handle: Handle::new(net::TcpStream::from(socket)),
             mode: ModeCell::new(mode),
         };
-        match SockRef::from(&*stream.handle).connect(&addr.into()) {
-            Ok(()) => return Ok(stream),
+        match SockRef::from(&*conn.handle).connect(&addr.into()) {
+            Ok(()) => return Ok(conn),
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
-                    || e.raw_os_error() == Some(EINPROGRESS) => {}
+                    || e.raw_os_error() == Some(stream::EINPROGRESS) => {}
             Err(e) => return Err(e),
         }
         if deadline == Deadline::Now {
-            return Ok(stream);
+            return Ok(conn);
         }
-        retry(&stream.handle, Direction::Write, deadline, |sock| {
-            if let Some(e) = sock.take_error()? {
-                return Err(e);
-            }
-            match sock.peer_addr() {
-                Ok(_) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                    Err(io::ErrorKind::WouldBlock.into())
-                }
-                Err(e) => Err(e),
-            }
-        })?;
-        Ok(stream)
+        stream::finish_connect(&conn.handle, deadline)?;
+        Ok(conn)
     }
 
     /// Wraps a connected std stream, which is put in non-blocking mode; the
@@ -171,15 +161,7 @@ impl TcpStream {
     /// `WouldBlock` (non-blocking, nothing to read), `TimedOut` (timeout
     /// mode, nothing arrived in time), or the OS error unchanged.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        retry(
-            &self.handle,
-            Direction::Read,
-            self.deadline(),
-            |mut sock| io::Read::read(&mut sock, buf),
-        )
+        stream::recv(&self.handle, self.deadline(), buf)
     }
 
     /// Receives into `buf` without taking the data from the queue.
@@ -204,15 +186,7 @@ impl TcpStream {
     /// [`recv`](TcpStream::recv). On error, the bytes already received are
     /// in `buf` but their count is lost, as with std's `read_exact`.
     pub fn recv_exact(&self, buf: &mut [u8]) -> io::Result<()> {
-        let len = buf.len();
-        retry_all(
-            &self.handle,
-            Direction::Read,
-            self.deadline(),
-            len,
-            eof_before_exact,
-            |mut sock, done| io::Read::read(&mut sock, &mut buf[done..]),
-        )
+        stream::recv_exact(&self.handle, self.deadline(), buf)
     }
 
     /// Sends some of `buf`, as Python's `send`; returns how much was sent.
@@ -222,12 +196,7 @@ impl TcpStream {
     /// `WouldBlock`, `TimedOut`, or the OS error unchanged (`BrokenPipe`
     /// after a local `shutdown(Write)`; the process never gets `SIGPIPE`).
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        retry(
-            &self.handle,
-            Direction::Write,
-            self.deadline(),
-            |mut sock| io::Write::write(&mut sock, buf),
-        )
+        stream::send(&self.handle, self.deadline(), buf)
     }
 
     /// Sends all of `buf`, within ONE deadline for the whole call, as
@@ -238,14 +207,7 @@ impl TcpStream {
     /// As [`send`](TcpStream::send); after an error, how much was sent is
     /// unknown (as in Python).
     pub fn send_all(&self, buf: &[u8]) -> io::Result<()> {
-        retry_all(
-            &self.handle,
-            Direction::Write,
-            self.deadline(),
-            buf.len(),
-            wrote_zero,
-            |mut sock, done| io::Write::write(&mut sock, &buf[done..]),
-        )
+        stream::send_all(&self.handle, self.deadline(), buf)
     }
 
     /// Shuts down the read side, the write side, or both. Calls blocked on
@@ -255,9 +217,7 @@ impl TcpStream {
     ///
     /// The OS error unchanged (for example `NotConnected`).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        let result = self.handle.shutdown(how);
-        self.handle.kick();
-        result
+        stream::shutdown(&self.handle, how)
     }
 
     /// A new handle to the same connection, as Python's `dup`: it starts in
@@ -482,9 +442,3 @@ impl Iterator for Incoming<'_> {
         Some(self.listener.accept().map(|(stream, _)| stream))
     }
 }
-
-/// `EINPROGRESS` on Linux and the BSDs that mio supports here.
-#[cfg(target_os = "linux")]
-const EINPROGRESS: i32 = 115;
-#[cfg(not(target_os = "linux"))]
-const EINPROGRESS: i32 = 36;

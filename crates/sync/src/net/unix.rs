@@ -7,7 +7,6 @@
 //! retried with a capped exponential backoff, sleeping in the reactor (see
 //! [`retry_with_backoff`]); everything else waits for readiness as TCP does.
 
-use std::ffi::c_int;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -21,30 +20,11 @@ use ontime_core::Direction;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use crate::driver::{self, Handle};
-use crate::io::{retry, retry_all};
+use crate::io::retry;
 use crate::mode::{default_mode, timed_out, Deadline, ModeCell};
-use crate::net::{eof_before_exact, socket_common, stream_read_write, wrote_zero};
+use crate::net::stream;
+use crate::net::{socket_common, stream_read_write};
 use crate::Mode;
-
-/// `MSG_NOSIGNAL`, passed to every send: a send to a closed peer or after
-/// `shutdown(Write)` fails with `BrokenPipe` instead of raising `SIGPIPE`.
-/// socket2's `send` passes no flags, and older std releases write to a
-/// `UnixStream` with `write(2)`, which takes none; passing it here keeps the
-/// guarantee whatever either does.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const SEND_FLAGS: c_int = 0x4000;
-/// Other systems spell `MSG_NOSIGNAL` differently or not at all; there a
-/// send to a closed peer raises `SIGPIPE` unless the process ignores it (as
-/// Rust's runtime does by default in binaries).
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-const SEND_FLAGS: c_int = 0;
-
-/// `EINPROGRESS`: Linux completes a non-blocking Unix connect at once or
-/// fails, but POSIX lets it return this, and then it is waited for as TCP's.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const EINPROGRESS: i32 = 115;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-const EINPROGRESS: i32 = 36;
 
 /// The first pause of [`retry_with_backoff`]; each next pause doubles.
 const BACKOFF_FIRST: Duration = Duration::from_millis(1);
@@ -98,11 +78,6 @@ fn retry_with_backoff<R>(
 /// descriptor does it safely, for the price of a `dup` and a `close`.
 fn peek_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     std::net::UdpSocket::from(fd.try_clone_to_owned()?).peek(buf)
-}
-
-/// Sends with [`SEND_FLAGS`]: never `SIGPIPE`.
-fn send_no_signal(sock: &impl AsFd, buf: &[u8]) -> io::Result<usize> {
-    SockRef::from(sock).send_with_flags(buf, SEND_FLAGS)
 }
 
 /// A Unix stream connection with Python's three modes.
@@ -190,32 +165,21 @@ impl UnixStream {
         let addr = SockAddr::unix(path)?;
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
         socket.set_nonblocking(true)?;
-        let stream = UnixStream {
+        let conn = UnixStream {
             handle: Handle::new(net::UnixStream::from(socket)),
             mode: ModeCell::new(mode),
         };
         let in_progress = retry_with_backoff(deadline, || {
-            match SockRef::from(&*stream.handle).connect(&addr) {
+            match SockRef::from(&*conn.handle).connect(&addr) {
                 Ok(()) => Ok(false),
-                Err(e) if e.raw_os_error() == Some(EINPROGRESS) => Ok(true),
+                Err(e) if e.raw_os_error() == Some(stream::EINPROGRESS) => Ok(true),
                 Err(e) => Err(e),
             }
         })?;
         if in_progress && deadline != Deadline::Now {
-            retry(&stream.handle, Direction::Write, deadline, |sock| {
-                if let Some(e) = sock.take_error()? {
-                    return Err(e);
-                }
-                match sock.peer_addr() {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                        Err(io::ErrorKind::WouldBlock.into())
-                    }
-                    Err(e) => Err(e),
-                }
-            })?;
+            stream::finish_connect(&conn.handle, deadline)?;
         }
-        Ok(stream)
+        Ok(conn)
     }
 
     /// A connected pair of streams, both in the default timeout's mode (R7).
@@ -274,15 +238,7 @@ impl UnixStream {
     /// `WouldBlock` (non-blocking, nothing to read), `TimedOut` (timeout
     /// mode, nothing arrived in time), or the OS error unchanged.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        retry(
-            &self.handle,
-            Direction::Read,
-            self.deadline(),
-            |mut sock| io::Read::read(&mut sock, buf),
-        )
+        stream::recv(&self.handle, self.deadline(), buf)
     }
 
     /// Receives into `buf` without taking the data from the queue. An empty
@@ -340,15 +296,7 @@ impl UnixStream {
     /// [`recv`](UnixStream::recv). On error, the bytes already received are
     /// in `buf` but their count is lost, as with std's `read_exact`.
     pub fn recv_exact(&self, buf: &mut [u8]) -> io::Result<()> {
-        let len = buf.len();
-        retry_all(
-            &self.handle,
-            Direction::Read,
-            self.deadline(),
-            len,
-            eof_before_exact,
-            |mut sock, done| io::Read::read(&mut sock, &mut buf[done..]),
-        )
+        stream::recv_exact(&self.handle, self.deadline(), buf)
     }
 
     /// Sends some of `buf`, as Python's `send`; returns how much was sent.
@@ -373,9 +321,7 @@ impl UnixStream {
     /// `WouldBlock`, `TimedOut`, or the OS error unchanged (`BrokenPipe`
     /// after a local `shutdown(Write)` or once the peer is gone).
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        retry(&self.handle, Direction::Write, self.deadline(), |sock| {
-            send_no_signal(sock, buf)
-        })
+        stream::send(&self.handle, self.deadline(), buf)
     }
 
     /// Sends all of `buf`, within ONE deadline for the whole call, as
@@ -399,14 +345,7 @@ impl UnixStream {
     /// As [`send`](UnixStream::send); after an error, how much was sent is
     /// unknown (as in Python).
     pub fn send_all(&self, buf: &[u8]) -> io::Result<()> {
-        retry_all(
-            &self.handle,
-            Direction::Write,
-            self.deadline(),
-            buf.len(),
-            wrote_zero,
-            |sock, done| send_no_signal(sock, &buf[done..]),
-        )
+        stream::send_all(&self.handle, self.deadline(), buf)
     }
 
     /// Shuts down the read side, the write side, or both. Calls blocked on
@@ -430,9 +369,7 @@ impl UnixStream {
     ///
     /// The OS error unchanged (for example `NotConnected`).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        let result = self.handle.shutdown(how);
-        self.handle.kick();
-        result
+        stream::shutdown(&self.handle, how)
     }
 
     /// A new handle to the same connection, as Python's `dup`: it starts in
@@ -856,7 +793,7 @@ impl UnixDatagram {
         let addr = SockAddr::unix(path)?;
         let deadline = self.deadline();
         retry_with_backoff(deadline, || {
-            SockRef::from(&*self.handle).send_to_with_flags(buf, &addr, SEND_FLAGS)
+            SockRef::from(&*self.handle).send_to_with_flags(buf, &addr, stream::SEND_FLAGS)
         })
     }
 
@@ -969,7 +906,7 @@ impl UnixDatagram {
     /// once the peer is gone, `BrokenPipe` after a local `shutdown(Write)`.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
         retry(&self.handle, Direction::Write, self.deadline(), |sock| {
-            send_no_signal(sock, buf)
+            stream::send_no_signal(sock, buf)
         })
     }
 
