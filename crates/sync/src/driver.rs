@@ -296,6 +296,7 @@ pub(crate) enum Outcome {
 }
 
 /// One socket and direction a wait is for, with the tick read before the try.
+#[derive(Clone)]
 pub(crate) struct Target {
     pub(crate) io: Arc<dyn Registered>,
     pub(crate) direction: Direction,
@@ -695,7 +696,7 @@ fn turn_now(core: &mut Core) {
 /// # Errors
 ///
 /// Any error creating the driver's reactor, polling, or registering a socket.
-pub(crate) fn wait(targets: Vec<Target>, deadline: Deadline) -> io::Result<Outcome> {
+pub(crate) fn wait(targets: &[Target], deadline: Deadline) -> io::Result<Outcome> {
     let deadline = match deadline {
         Deadline::Now => return Ok(Outcome::TimedOut),
         Deadline::At(at) => {
@@ -707,31 +708,27 @@ pub(crate) fn wait(targets: Vec<Target>, deadline: Deadline) -> io::Result<Outco
         Deadline::Never => None,
     };
     let driver = Driver::get()?;
-    for target in &targets {
+    for target in targets {
         target.io.source().engaged.store(true, Ordering::Release);
     }
     let waiter = Arc::new(Waiter::new());
     if let Some(mut core) = driver.try_lead() {
         let Core { reactor, dispatch } = &mut *core;
-        dispatch.file(reactor, &targets, deadline, &waiter);
-        drop(targets);
+        dispatch.file(reactor, targets, deadline, &waiter);
         driver.lead(core, &waiter)?;
         return waiter.outcome();
     }
-    let ticks: Vec<(Arc<dyn Registered>, Direction, u64)> = targets
-        .iter()
-        .map(|t| (Arc::clone(&t.io), t.direction, t.tick))
-        .collect();
-    let recheck = move || {
-        ticks
-            .iter()
-            .any(|(io, direction, tick)| io.source().tick(*direction) != *tick)
-    };
+    // The leader needs its own copy; the caller's stays here for the recheck.
     let request = Request::Wait {
-        targets,
+        targets: targets.to_vec(),
         deadline,
         waiter: Arc::clone(&waiter),
     };
-    driver.follow(request, &waiter, deadline, &recheck)?;
+    let moved = || {
+        targets
+            .iter()
+            .any(|t| t.io.source().tick(t.direction) != t.tick)
+    };
+    driver.follow(request, &waiter, deadline, &moved)?;
     waiter.outcome()
 }

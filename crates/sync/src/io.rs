@@ -44,12 +44,12 @@ where
                     return Err(e);
                 }
                 let io: Arc<dyn Registered> = io.clone();
-                let targets = vec![Target {
+                let target = [Target {
                     io,
                     direction,
                     tick,
                 }];
-                if driver::wait(targets, deadline)? == Outcome::TimedOut {
+                if driver::wait(&target, deadline)? == Outcome::TimedOut {
                     return Err(timed_out());
                 }
             }

@@ -116,7 +116,7 @@ pub fn select(
         if !selected.is_empty() {
             return Ok(selected);
         }
-        let targets = watched
+        let targets: Vec<Target> = watched
             .iter()
             .map(|(handle, direction)| Target {
                 io: Arc::clone(&handle.io),
@@ -124,7 +124,7 @@ pub fn select(
                 tick: handle.io.source().tick(*direction),
             })
             .collect();
-        if driver::wait(targets, deadline)? == Outcome::TimedOut {
+        if driver::wait(&targets, deadline)? == Outcome::TimedOut {
             return Ok(Selected::default());
         }
     }

@@ -60,7 +60,7 @@ fn retry_with_backoff<R>(
                     Deadline::At(at) => at.min(now + backoff),
                     Deadline::Never => now + backoff,
                 };
-                driver::wait(Vec::new(), Deadline::At(until))?;
+                driver::wait(&[], Deadline::At(until))?;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
