@@ -47,8 +47,6 @@ pub(crate) struct Source {
     /// Set before the first wait is posted: from then on the socket may be
     /// registered, and closing it must go through the driver.
     engaged: AtomicBool,
-    /// Set when the driver has let go of the socket; waits on it settle at once.
-    closed: AtomicBool,
 }
 
 const UNREGISTERED: usize = usize::MAX;
@@ -60,7 +58,6 @@ impl Source {
             blocked: [AtomicU64::new(0), AtomicU64::new(0)],
             token: AtomicUsize::new(UNREGISTERED),
             engaged: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
         }
     }
 
@@ -356,9 +353,7 @@ impl Dispatch {
         }
         // First settle at once if any target moved; only then register.
         for target in targets {
-            let source = target.io.source();
-            if source.closed.load(Ordering::Acquire) || source.tick(target.direction) != target.tick
-            {
+            if target.io.source().tick(target.direction) != target.tick {
                 waiter.settle(READY);
                 return;
             }
@@ -447,9 +442,12 @@ impl Dispatch {
         self.wake(reactor, token, Direction::Write);
     }
 
+    /// Deregisters a socket whose last handle is gone. No call can be
+    /// waiting on it any more (a waiting call holds a handle), and a wait
+    /// request still queued for it belongs to a settled waiter, which
+    /// [`file`](Dispatch::file) skips: nothing can register it again.
     fn close(&mut self, reactor: &mut Reactor<Request>, io: &Arc<dyn Registered>) {
         let source = io.source();
-        source.closed.store(true, Ordering::Release);
         let token = source.token.swap(UNREGISTERED, Ordering::AcqRel);
         if token == UNREGISTERED {
             return;
