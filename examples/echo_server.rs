@@ -13,9 +13,11 @@
 //!
 //! What it shows:
 //!
-//! - Edge-triggered readiness: each connection is read until `WouldBlock`,
+//! - Edge-triggered readiness: each connection is read until it is drained,
 //!   but at most [`READS_PER_EVENT`] times per event; the rest is requeued
 //!   with [`Reactor::requeue`] so that one busy peer cannot starve the others.
+//!   A short read counts as drained (one system call fewer per message), until
+//!   the peer has shut down: see `Connection::peer_closed`.
 //! - Backpressure: bytes that could not be written back wait in a bounded
 //!   buffer, `WRITABLE` interest is registered only while that buffer holds
 //!   something, and a connection whose peer does not read is not read from
@@ -208,6 +210,16 @@ struct Connection {
     writing: bool,
     /// The peer has shut down its side; close once `pending` is written.
     read_closed: bool,
+    /// An event reported the peer's shutdown (`READ_CLOSED`) or an error.
+    ///
+    /// Until then a read shorter than asked means the socket is drained: with
+    /// edge-triggered readiness, whatever arrives after that read brings a
+    /// new event. A FIN does too, but a short read can *consume* the FIN that
+    /// arrived with the last data, and nothing will arrive after it. So once
+    /// the peer is known to be closing, read on until `0` or `WouldBlock`.
+    /// Kept here rather than taken from the event at hand, because a
+    /// requeued event does not carry it.
+    peer_closed: bool,
 }
 
 /// What to do with a connection after an event.
@@ -243,6 +255,7 @@ impl Handler for Echo {
         let Some(conn) = self.conns.get_mut(token.0).and_then(Option::as_mut) else {
             return;
         };
+        conn.peer_closed |= ready.is_read_closed() || ready.is_error();
         match serve(reactor, token, conn, &mut self.buf, self.idle_timeout) {
             Ok(Next::Keep) => {}
             Ok(Next::Close) => self.close(reactor, token),
@@ -337,6 +350,7 @@ impl Echo {
             pending: Vec::new(),
             writing: false,
             read_closed: false,
+            peer_closed: false,
         });
     }
 
@@ -395,12 +409,12 @@ fn serve(
                     }
                 }
                 conn.pending.extend_from_slice(data);
+                if n < len && !conn.peer_closed {
+                    // Drained: more data brings a new event.
+                    arm(reactor, token, Direction::Read, idle);
+                    break;
+                }
             }
-            // Read until WouldBlock even after a short read: stopping at a
-            // short read (as tokio does) saves a system call, but under
-            // backpressure it stalled transfers here (a peer stuck for
-            // seconds at a zero window); the read that says WouldBlock
-            // also lets the kernel send a window update at once.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 arm(reactor, token, Direction::Read, idle);
                 break;

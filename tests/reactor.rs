@@ -939,6 +939,32 @@ fn echo_server_round_trip() {
     });
 }
 
+/// A message followed at once by the client's shutdown comes back, and then
+/// the server closes: the read that takes the last bytes may also take the
+/// FIN, and the server must still see the end of the stream.
+#[test]
+fn echo_server_sees_eof_right_after_data() {
+    const CLIENTS: usize = 200;
+
+    watchdog(WATCHDOG, || {
+        let (addr, remote, server) = start_echo_server(None);
+        for i in 0..CLIENTS {
+            let message = format!("message {i} then FIN");
+            let mut stream = connect(addr);
+            stream.write_all(message.as_bytes()).unwrap();
+            stream.shutdown(Shutdown::Write).unwrap();
+            let mut back = Vec::new();
+            // Times out (MUST_SUCCEED) if the server never sees the FIN.
+            stream
+                .read_to_end(&mut back)
+                .unwrap_or_else(|e| panic!("client {i}: {e}"));
+            assert_eq!(back, message.as_bytes(), "client {i}");
+        }
+        remote.stop().unwrap();
+        server.join().unwrap();
+    });
+}
+
 /// A peer that sends but does not read is not read from without bound; once
 /// it reads, everything comes back.
 #[test]

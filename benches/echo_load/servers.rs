@@ -46,7 +46,12 @@ fn announce(addr: SocketAddr) -> io::Result<()> {
 }
 
 /// The floor: one edge-triggered `mio::Poll`, a `Slab` of connections,
-/// read until `WouldBlock` and write each chunk straight back.
+/// read until drained and write each chunk straight back.
+///
+/// "Drained" follows the same rule as ontime's example, so that the two
+/// differ only in the reactor: a short read means drained (as in tokio),
+/// until an event has reported the peer's shutdown or an error; from then on,
+/// read until `WouldBlock` or the end of the stream.
 fn mio_loop() -> io::Result<()> {
     use mio::net::{TcpListener, TcpStream};
     use mio::{Events, Interest, Poll, Token};
@@ -58,6 +63,9 @@ fn mio_loop() -> io::Result<()> {
         /// Bytes read but not yet written back (the peer's receive window
         /// was full); reading stops until they are written.
         unsent: Vec<u8>,
+        /// An event reported the peer's shutdown or an error: a short read
+        /// may have taken the FIN, so it no longer means drained.
+        peer_closed: bool,
     }
 
     let mut poll = Poll::new()?;
@@ -89,6 +97,7 @@ fn mio_loop() -> io::Result<()> {
                             entry.insert(Conn {
                                 stream,
                                 unsent: Vec::new(),
+                                peer_closed: false,
                             });
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -101,6 +110,7 @@ fn mio_loop() -> io::Result<()> {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
+            conn.peer_closed |= event.is_read_closed() || event.is_error();
             if echo(conn, &mut buf).is_err() {
                 let mut conn = conns.remove(key);
                 let _ = poll.registry().deregister(&mut conn.stream);
@@ -129,6 +139,9 @@ fn mio_loop() -> io::Result<()> {
             let written = write_some(&mut conn.stream, &buf[..n])?;
             if written < n {
                 conn.unsent.extend_from_slice(&buf[written..n]);
+                return Ok(());
+            }
+            if n < buf.len() && !conn.peer_closed {
                 return Ok(());
             }
         }
