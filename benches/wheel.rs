@@ -36,10 +36,19 @@
 //!   the measurement. Expiry = the driver turn
 //!   (`block_on(yield_now())`) that fires the N registered sleeps (waking
 //!   no-op wakers); the sleeps are not polled afterwards.
-//! - `delay_queue`: `insert_at` + `remove` (churn: `remove` + `insert_at`).
-//!   Expiry = draining `poll_expired` with a no-op waker after the deadlines
-//!   passed and the driver caught up (DelayQueue allocates and registers a
-//!   fresh `Sleep` after each item, which is part of its cost).
+//! - `tokio_sleep_new` (churn only): tokio's cancel + insert, that is, a new
+//!   registered `Sleep` (boxed, polled once) in place of the old one, whose
+//!   drop deregisters it.
+//! - `delay_queue`: `insert_at` + `remove` (churn: `remove` + `insert_at`;
+//!   `delay_queue_reset`: `reset_at`). Expiry = draining `poll_expired` with
+//!   a no-op waker after the deadlines passed and the driver caught up
+//!   (DelayQueue allocates and registers a fresh `Sleep` after each item,
+//!   which is part of its cost).
+//!
+//! Like for like, in churn: `ontime` (cancel + insert) against
+//! `tokio_sleep_new` and `delay_queue`; `ontime_reset` against `tokio_sleep`
+//! and `delay_queue_reset`. The summary gives the ratio to both of ontime's
+//! operations.
 //! - `binary_heap`: a min-heap of `(when, slot, generation)` over a slot
 //!   table with a free list; cancel bumps the slot's generation (lazy
 //!   deletion) and compacts the heap with `retain` once dead entries
@@ -414,6 +423,8 @@ impl Peer for Heap {
 struct TokioSleep {
     base: Instant,
     sleeps: Vec<Pin<Box<Sleep>>>,
+    /// Churn with a new `Sleep` rather than `Sleep::reset`.
+    replace: bool,
 }
 
 impl TokioSleep {
@@ -421,6 +432,7 @@ impl TokioSleep {
         TokioSleep {
             base: Instant::now(),
             sleeps: Vec::new(),
+            replace: false,
         }
     }
 
@@ -448,8 +460,13 @@ impl Peer for TokioSleep {
     }
 
     fn churn(&mut self, slot: usize, when: u64) {
-        let at = self.at(when);
-        self.sleeps[slot].as_mut().reset(at);
+        if self.replace {
+            // The old sleep is dropped (and deregistered) by the assignment.
+            self.sleeps[slot] = self.registered(when);
+        } else {
+            let at = self.at(when);
+            self.sleeps[slot].as_mut().reset(at);
+        }
     }
 
     fn load(&mut self, whens: &[u64], rt: &Runtime) {
@@ -484,6 +501,8 @@ struct DelayQ {
     queue: DelayQueue<u64>,
     keys: Vec<delay_queue::Key>,
     fired: usize,
+    /// Churn with `reset_at` rather than remove + insert.
+    reset: bool,
 }
 
 impl DelayQ {
@@ -493,6 +512,7 @@ impl DelayQ {
             queue: DelayQueue::new(),
             keys: Vec::new(),
             fired: 0,
+            reset: false,
         }
     }
 
@@ -522,8 +542,12 @@ impl Peer for DelayQ {
 
     fn churn(&mut self, slot: usize, when: u64) {
         let at = self.at(when);
-        black_box(self.queue.remove(&self.keys[slot]));
-        self.keys[slot] = self.queue.insert_at(when, at);
+        if self.reset {
+            self.queue.reset_at(&self.keys[slot], at);
+        } else {
+            black_box(self.queue.remove(&self.keys[slot]));
+            self.keys[slot] = self.queue.insert_at(when, at);
+        }
     }
 
     fn load(&mut self, whens: &[u64], rt: &Runtime) {
@@ -623,6 +647,20 @@ fn ontime_stepped() -> Ontime {
     }
 }
 
+fn tokio_sleep_new() -> TokioSleep {
+    TokioSleep {
+        replace: true,
+        ..TokioSleep::new()
+    }
+}
+
+fn delay_queue_reset() -> DelayQ {
+    DelayQ {
+        reset: true,
+        ..DelayQ::new()
+    }
+}
+
 fn criterion_groups(c: &mut Criterion, sizes: Sizes, rt: &Runtime) {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
 
@@ -648,7 +686,9 @@ fn criterion_groups(c: &mut Criterion, sizes: Sizes, rt: &Runtime) {
         bench_churn(&mut group, "ontime", Ontime::new(), &whens, &seq);
         bench_churn(&mut group, "ontime_reset", ontime_reset(), &whens, &seq);
         bench_churn(&mut group, "tokio_sleep", TokioSleep::new(), &whens, &seq);
+        bench_churn(&mut group, "tokio_sleep_new", tokio_sleep_new(), &whens, &seq);
         bench_churn(&mut group, "delay_queue", DelayQ::new(), &whens, &seq);
+        bench_churn(&mut group, "delay_queue_reset", delay_queue_reset(), &whens, &seq);
         bench_churn(&mut group, "binary_heap", Heap::new(), &whens, &seq);
         group.finish();
     }
@@ -884,7 +924,9 @@ fn churn_row(workload: &'static str, n: usize, ops: usize, rng: &mut XorShift) -
             ("ontime", peer(Ontime::new(), ops, &whens, &seq)),
             ("ontime_reset", peer(ontime_reset(), ops, &whens, &seq)),
             ("tokio_sleep", peer(TokioSleep::new(), ops, &whens, &seq)),
+            ("tokio_sleep_new", peer(tokio_sleep_new(), ops, &whens, &seq)),
             ("delay_queue", peer(DelayQ::new(), ops, &whens, &seq)),
+            ("delay_queue_reset", peer(delay_queue_reset(), ops, &whens, &seq)),
             ("binary_heap", peer(Heap::new(), ops, &whens, &seq)),
         ],
     }
@@ -939,23 +981,36 @@ fn summary(sizes: Sizes, rt: &Runtime) -> String {
 
     let mut out = format!(
         "### Timer operations, ns per op (median of {} interleaved rounds)\n\n\
-         Ratio = ontime / peer, median of the per-round ratios; below 1 means ontime is faster.\n\
+         Ratio = ontime / peer (and, for churn, ontime_reset / peer), median of the per-round \
+         ratios; below 1 means ontime is faster. Like for like: `ontime` with `tokio_sleep_new` \
+         and `delay_queue`, `ontime_reset` with `tokio_sleep` and `delay_queue_reset`.\n\
          Churn: {} ops per round; `churn_1m` holds {} timers; expiry fires {} timers over {} ticks.\n\n\
-         | workload | peer | ns/op | ontime / peer |\n|---|---|---|---|\n",
+         | workload | peer | ns/op | ontime / peer | ontime_reset / peer |\n|---|---|---|---|---|\n",
         sizes.rounds, sizes.ops, sizes.big, sizes.expiry, sizes.expiry_ticks
     );
+    // The median over rounds of `ours[round] / theirs[round]`.
+    let ratio = |ours: &[f64], theirs: &[f64]| {
+        let mut ratios: Vec<f64> = ours.iter().zip(theirs).map(|(o, p)| o / p).collect();
+        median(&mut ratios)
+    };
     for (row, result) in rows.iter().zip(&results) {
         let ontime = &result[0];
+        let reset = row
+            .peers
+            .iter()
+            .position(|(name, _)| *name == "ontime_reset")
+            .map(|i| &result[i]);
         for ((name, _), times) in row.peers.iter().zip(result) {
-            let mut ratios: Vec<f64> = ontime.iter().zip(times).map(|(o, p)| o / p).collect();
-            let mut times = times.clone();
+            let by_reset = reset.map_or_else(String::new, |r| format!("{:.3}", ratio(r, times)));
+            let mut sorted = times.clone();
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.1} | {:.3} |",
+                "| {} | {} | {:.1} | {:.3} | {} |",
                 row.workload,
                 name,
-                median(&mut times),
-                median(&mut ratios)
+                median(&mut sorted),
+                ratio(ontime, times),
+                by_reset
             );
         }
     }
