@@ -81,13 +81,18 @@ pub struct TimerId {
 }
 
 /// What the wheel holds for each resident timer.
+///
+/// Eight bytes, so that a wheel node is 32 (see `timer::wheel`): hence a
+/// `u32` token, which [`Reactor::register`] guarantees is enough.
 #[derive(Debug)]
 enum Expiry {
-    /// The I/O deadline of a registration.
-    Io { token: usize, direction: Direction },
+    /// The I/O deadline of a registration, by `Token.0`.
+    Io { token: u32, direction: Direction },
     /// A user timer: index into `Reactor::timers`.
     Timer(u32),
 }
+
+const _: () = assert!(std::mem::size_of::<Expiry>() == 8);
 
 /// One registered source.
 #[derive(Debug)]
@@ -344,6 +349,10 @@ impl<M> Reactor<M> {
         S: Source + ?Sized,
     {
         let entry = self.registrations.vacant_entry();
+        // Wheel entries name a registration by a `u32`.
+        if u32::try_from(entry.key()).is_err() {
+            return Err(io::Error::other("more than u32::MAX registrations"));
+        }
         let token = Token(entry.key());
         self.poll.registry().register(source, token, interest)?;
         entry.insert(Registration {
@@ -469,7 +478,8 @@ impl<M> Reactor<M> {
                 *slot = Some(self.wheel.insert(
                     tick,
                     Expiry::Io {
-                        token: token.0,
+                        // Registered tokens fit: see `register`.
+                        token: token.0 as u32,
                         direction,
                     },
                 ));
@@ -799,6 +809,7 @@ impl<M> Reactor<M> {
         for (key, expiry) in fired.drain(..) {
             match expiry {
                 Expiry::Io { token, direction } => {
+                    let token = token as usize;
                     let Some(registration) = self.registrations.get_mut(token) else {
                         continue;
                     };
