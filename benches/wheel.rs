@@ -686,9 +686,21 @@ fn criterion_groups(c: &mut Criterion, sizes: Sizes, rt: &Runtime) {
         bench_churn(&mut group, "ontime", Ontime::new(), &whens, &seq);
         bench_churn(&mut group, "ontime_reset", ontime_reset(), &whens, &seq);
         bench_churn(&mut group, "tokio_sleep", TokioSleep::new(), &whens, &seq);
-        bench_churn(&mut group, "tokio_sleep_new", tokio_sleep_new(), &whens, &seq);
+        bench_churn(
+            &mut group,
+            "tokio_sleep_new",
+            tokio_sleep_new(),
+            &whens,
+            &seq,
+        );
         bench_churn(&mut group, "delay_queue", DelayQ::new(), &whens, &seq);
-        bench_churn(&mut group, "delay_queue_reset", delay_queue_reset(), &whens, &seq);
+        bench_churn(
+            &mut group,
+            "delay_queue_reset",
+            delay_queue_reset(),
+            &whens,
+            &seq,
+        );
         bench_churn(&mut group, "binary_heap", Heap::new(), &whens, &seq);
         group.finish();
     }
@@ -924,9 +936,15 @@ fn churn_row(workload: &'static str, n: usize, ops: usize, rng: &mut XorShift) -
             ("ontime", peer(Ontime::new(), ops, &whens, &seq)),
             ("ontime_reset", peer(ontime_reset(), ops, &whens, &seq)),
             ("tokio_sleep", peer(TokioSleep::new(), ops, &whens, &seq)),
-            ("tokio_sleep_new", peer(tokio_sleep_new(), ops, &whens, &seq)),
+            (
+                "tokio_sleep_new",
+                peer(tokio_sleep_new(), ops, &whens, &seq),
+            ),
             ("delay_queue", peer(DelayQ::new(), ops, &whens, &seq)),
-            ("delay_queue_reset", peer(delay_queue_reset(), ops, &whens, &seq)),
+            (
+                "delay_queue_reset",
+                peer(delay_queue_reset(), ops, &whens, &seq),
+            ),
             ("binary_heap", peer(Heap::new(), ops, &whens, &seq)),
         ],
     }

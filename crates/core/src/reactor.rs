@@ -45,6 +45,19 @@ const DEFAULT_MESSAGES_PER_TURN: usize = 256;
 /// [`Reactor::requeue`] with the readiness it has not finished; it is then
 /// called again for that source on the next turn, after every other source
 /// that was ready.
+///
+/// # When a stream is drained
+///
+/// After an edge, read until the socket is drained: until `WouldBlock`, or
+/// (one system call fewer per message) until a read returns less than asked
+/// for, since on epoll and kqueue anything that arrives after that read
+/// raises a new edge. One exception: the read that takes the last bytes may
+/// also take the peer's FIN, after which nothing arrives and no edge comes;
+/// so once an event for the source has reported
+/// [`READ_CLOSED`](Ready::READ_CLOSED) or [`ERROR`](Ready::ERROR), read on
+/// until `0` or `WouldBlock`. Remember that in the connection's state: a
+/// requeued event carries only what the handler passed to `requeue`.
+/// `examples/echo_server.rs` does exactly this.
 pub trait Handler<M = ()> {
     /// A registered source is ready.
     fn ready(&mut self, reactor: &mut Reactor<M>, token: Token, ready: Ready);

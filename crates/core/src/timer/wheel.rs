@@ -406,8 +406,11 @@ impl<T> Wheel<T> {
     /// ```
     pub fn insert(&mut self, when: u64, value: T) -> TimerKey {
         let loc = self.locate(when);
-        let key = self.alloc(when, value, loc);
-        self.link(key.index, loc);
+        // The node is written with its links in place, rather than written
+        // and then linked: insert is the hottest path of all.
+        let head = self.head(loc);
+        let key = self.alloc(when, value, loc, head);
+        self.push_front(key.index, loc, head);
         self.len += 1;
         key
     }
@@ -742,9 +745,10 @@ impl<T> Wheel<T> {
     }
 
     /// Takes a vacant node (or grows the arena) for a new timer filed at
-    /// `loc` and returns its key. The node is not linked yet.
+    /// `loc` in front of `next`, and returns its key. The list itself is not
+    /// updated yet: see [`push_front`](Wheel::push_front).
     #[inline]
-    fn alloc(&mut self, when: u64, value: T, loc: u16) -> TimerKey {
+    fn alloc(&mut self, when: u64, value: T, loc: u16, next: u32) -> TimerKey {
         let index = self.free;
         if index == NIL {
             let index = self.nodes.len();
@@ -756,7 +760,7 @@ impl<T> Wheel<T> {
                 generation: 0,
                 next_free: NIL,
             });
-            return self.occupy(index as u32, 0, when, value, loc);
+            return self.occupy(index as u32, 0, when, value, loc, next);
         }
         let Node::Vacant {
             generation,
@@ -766,17 +770,25 @@ impl<T> Wheel<T> {
             resident(index)
         };
         self.free = next_free;
-        self.occupy(index, generation, when, value, loc)
+        self.occupy(index, generation, when, value, loc, next)
     }
 
     /// Makes the vacant node at `index`, already off the free list, resident.
     #[inline(always)]
-    fn occupy(&mut self, index: u32, generation: u32, when: u64, value: T, loc: u16) -> TimerKey {
+    fn occupy(
+        &mut self,
+        index: u32,
+        generation: u32,
+        when: u64,
+        value: T,
+        loc: u16,
+        next: u32,
+    ) -> TimerKey {
         self.nodes[index as usize] = Node::Resident(Timer {
             when,
             value,
             prev: NIL,
-            next: NIL,
+            next,
             generation,
             loc: Loc::new(loc),
         });
@@ -847,13 +859,21 @@ impl<T> Wheel<T> {
             self.elapsed
         );
         let head = self.head(loc);
-        if head != NIL {
-            self.timer_mut(head).prev = index;
-        }
         let timer = self.timer_mut(index);
         timer.prev = NIL;
         timer.next = head;
         timer.loc = Loc::new(loc);
+        self.push_front(index, loc, head);
+    }
+
+    /// Makes `index`, whose own links already say `prev = NIL, next = head`,
+    /// the new head of the list at `loc`.
+    #[inline(always)]
+    fn push_front(&mut self, index: u32, loc: u16, head: u32) {
+        debug_assert_eq!(self.head(loc), head, "list {loc} head moved");
+        if head != NIL {
+            self.timer_mut(head).prev = index;
+        }
         self.set_head(loc, index);
     }
 
@@ -930,7 +950,13 @@ impl<T> Wheel<T> {
         for (i, node) in self.nodes.iter().enumerate() {
             if !seen[i] {
                 assert!(
-                    matches!(node, Node::Vacant { generation: u32::MAX, .. }),
+                    matches!(
+                        node,
+                        Node::Vacant {
+                            generation: u32::MAX,
+                            ..
+                        }
+                    ),
                     "node {i} lost"
                 );
             }
