@@ -25,6 +25,8 @@
 //! - Idle timeouts as I/O deadlines: after every `WouldBlock` the deadline in
 //!   that direction is armed again; readiness disarms it on its own; a
 //!   connection that makes no progress for the whole timeout is closed.
+//! - A listen backlog of [`BACKLOG`] rather than mio's and std's 128, so that
+//!   a burst of connects is queued, not dropped, while the server is busy.
 //! - Running out of descriptors: on `EMFILE` (and `ENFILE`, `ENOBUFS`,
 //!   `ENOMEM`) the server stops accepting, warns once, and tries again when a
 //!   connection closes or a short back-off timer fires, without spinning.
@@ -49,6 +51,11 @@ const MAX_PENDING: usize = 64 * 1024;
 /// How long to wait before accepting again after running out of descriptors
 /// or memory, unless a connection closes first.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Connections the kernel queues for `accept`. mio's `TcpListener::bind`
+/// asks for 128, like std; a burst beyond that (a client pool starting up)
+/// would see SYNs dropped and connects delayed by a second or more. The
+/// kernel caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 1024;
 
 const USAGE: &str = "\
 usage: echo_server [--addr HOST:PORT] [--idle-timeout-ms N]
@@ -158,7 +165,7 @@ impl EchoServer {
     /// Any error creating the reactor or binding the listener.
     pub fn new(addr: SocketAddr, idle_timeout: Option<Duration>) -> io::Result<EchoServer> {
         let mut reactor = Reactor::new()?;
-        let mut listener = TcpListener::bind(addr)?;
+        let mut listener = listen(addr)?;
         let listener_token = reactor.register(&mut listener, Interest::READABLE)?;
         let echo = Echo {
             listener,
@@ -194,6 +201,19 @@ impl EchoServer {
     pub fn run(&mut self) -> io::Result<()> {
         self.reactor.run(&mut self.echo)
     }
+}
+
+/// A non-blocking listener on `addr` with a backlog of [`BACKLOG`].
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As mio's `bind` does: a restarted server can bind at once.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 /// One client.

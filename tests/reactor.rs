@@ -939,6 +939,48 @@ fn echo_server_round_trip() {
     });
 }
 
+/// A burst of connections larger than std's and mio's default backlog (128)
+/// is queued by the kernel while the server is busy, and then served: no
+/// connect waits for a dropped SYN to be sent again.
+#[test]
+fn echo_server_queues_a_burst_of_connections() {
+    // A dropped SYN is sent again after 1 s; a queued one completes at once.
+    const CONNECT: Duration = Duration::from_millis(500);
+
+    // The kernel caps any backlog at net.core.somaxconn (128 before Linux
+    // 5.4); the queue holds one more than the backlog.
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(128);
+    let burst = 300.min(somaxconn + 1);
+    if burst < 300 {
+        eprintln!("net.core.somaxconn is {somaxconn}: a burst of {burst} only");
+    }
+
+    watchdog(WATCHDOG, move || {
+        // Not running yet: nothing accepts while the burst arrives.
+        let mut server = EchoServer::new(localhost(), None).unwrap();
+        let addr = server.local_addr().unwrap();
+        let clients: Vec<std::net::TcpStream> = (0..burst)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, CONNECT)
+                    .unwrap_or_else(|e| panic!("connect {i} of {burst}: {e}"))
+            })
+            .collect();
+
+        let remote = server.remote();
+        let thread = thread::spawn(move || server.run().unwrap());
+        for (i, mut client) in clients.into_iter().enumerate() {
+            client.set_read_timeout(Some(MUST_SUCCEED)).unwrap();
+            client.set_write_timeout(Some(MUST_SUCCEED)).unwrap();
+            echo_once(&mut client, format!("client {i}").as_bytes());
+        }
+        remote.stop().unwrap();
+        thread.join().unwrap();
+    });
+}
+
 /// A message followed at once by the client's shutdown comes back, and then
 /// the server closes: the read that takes the last bytes may also take the
 /// FIN, and the server must still see the end of the stream.
