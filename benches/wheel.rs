@@ -83,6 +83,11 @@ use tokio::runtime::Runtime;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tokio_util::time::{delay_queue, DelayQueue};
 
+#[path = "common/stats.rs"]
+mod stats;
+
+use stats::{median, show};
+
 /// Sizes of one run; smaller without `--bench`.
 #[derive(Debug, Clone, Copy)]
 struct Sizes {
@@ -767,7 +772,7 @@ fn rss_per_timer<T>(n: usize, build: impl FnOnce(usize) -> T) -> (Option<f64>, T
 }
 
 fn fmt_bytes(b: Option<f64>) -> String {
-    b.map_or_else(|| "n/a".into(), |b| format!("{b:.1}"))
+    show(b.unwrap_or(f64::NAN), 1)
 }
 
 /// Prints bytes per resident timer at `n` timers for every peer and returns
@@ -881,16 +886,6 @@ type Runner<'a> = Box<dyn FnMut() -> f64 + 'a>;
 struct Row<'a> {
     workload: &'static str,
     peers: Vec<(&'static str, Runner<'a>)>,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn pair_row(ops: usize) -> Row<'static> {
@@ -1008,8 +1003,7 @@ fn summary(sizes: Sizes, rt: &Runtime) -> String {
     );
     // The median over rounds of `ours[round] / theirs[round]`.
     let ratio = |ours: &[f64], theirs: &[f64]| {
-        let mut ratios: Vec<f64> = ours.iter().zip(theirs).map(|(o, p)| o / p).collect();
-        median(&mut ratios)
+        median(ours.iter().zip(theirs).map(|(o, p)| o / p).collect())
     };
     for (row, result) in rows.iter().zip(&results) {
         let ontime = &result[0];
@@ -1020,13 +1014,12 @@ fn summary(sizes: Sizes, rt: &Runtime) -> String {
             .map(|i| &result[i]);
         for ((name, _), times) in row.peers.iter().zip(result) {
             let by_reset = reset.map_or_else(String::new, |r| format!("{:.3}", ratio(r, times)));
-            let mut sorted = times.clone();
             let _ = writeln!(
                 out,
                 "| {} | {} | {:.1} | {:.3} | {} |",
                 row.workload,
                 name,
-                median(&mut sorted),
+                median(times.clone()),
                 ratio(ontime, times),
                 by_reset
             );

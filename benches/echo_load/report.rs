@@ -3,6 +3,11 @@
 
 use std::fmt::Write as _;
 
+#[path = "../common/stats.rs"]
+mod stats;
+
+pub(crate) use stats::{median, show};
+
 /// What one run of one peer measured.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
@@ -108,29 +113,6 @@ impl Case {
                 }
             })
             .collect()
-    }
-}
-
-/// The median of the finite values, NaN if there are none.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.retain(|v| v.is_finite());
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
-fn show(value: f64, decimals: usize) -> String {
-    if value.is_finite() {
-        format!("{value:.decimals$}")
-    } else {
-        "n/a".to_string()
     }
 }
 

@@ -3,6 +3,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+#[path = "../common/stats.rs"]
+mod stats;
+
+pub(crate) use stats::{median, show};
+
 use crate::clients::{Latency, Throughput};
 use crate::timeouts::Accuracy;
 
@@ -11,32 +16,8 @@ pub(crate) const GOAL_P50: f64 = 1.15;
 pub(crate) const GOAL_P99: f64 = 1.30;
 pub(crate) const GOAL_THROUGHPUT: f64 = 0.90;
 
-/// The median of `values` (the mean of the middle two for an even count);
-/// NaN for none.
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
-    values.retain(|v| v.is_finite());
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn show(value: f64, decimals: usize) -> String {
-    if value.is_finite() {
-        format!("{value:.decimals$}")
-    } else {
-        "n/a".to_string()
-    }
 }
 
 fn ratio(value: f64) -> String {
