@@ -39,6 +39,10 @@ use std::time::Duration;
 use ontime::net::{TcpListener, TcpStream};
 use ontime::{Direction, Handler, Interest, Reactor, Ready, Remote, TimerId, Token};
 
+mod common;
+
+use common::Flags;
+
 /// Reads per readiness event before the connection yields to the others.
 const READS_PER_EVENT: usize = 16;
 /// Accepts per readiness event before the listener yields to the connections.
@@ -68,27 +72,7 @@ usage: echo_server [--addr HOST:PORT] [--idle-timeout-ms N]
 
 fn main() -> ExitCode {
     env_logger::init();
-    let config = match Config::parse(std::env::args().skip(1)) {
-        Ok(Some(config)) => config,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!(
-                "echo_server: {message}\n{}\n(see --help)",
-                USAGE.lines().next().unwrap_or_default()
-            );
-            return ExitCode::from(2);
-        }
-    };
-    match listen_and_serve(&config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("echo_server: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("echo_server", USAGE, Config::parse, listen_and_serve)
 }
 
 fn listen_and_serve(config: &Config) -> io::Result<()> {
@@ -108,35 +92,16 @@ struct Config {
 }
 
 impl Config {
-    /// Parses the arguments after the program name; `Ok(None)` for `--help`.
-    fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, String> {
+    /// Parses the command line; `Ok(None)` for `--help`.
+    fn parse(flags: &mut Flags) -> Result<Option<Config>, String> {
         let mut addr = String::from("127.0.0.1:7000");
         let mut idle_ms = 0u64;
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            // Accept both `--flag value` and `--flag=value`.
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => {
-                    (flag.to_string(), Some(value.to_string()))
-                }
-                _ => (arg, None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
+        while let Some(flag) = flags.next_flag() {
             match flag.as_str() {
                 "-h" | "--help" => return Ok(None),
-                "--addr" => addr = value()?,
-                "--idle-timeout-ms" => {
-                    let text = value()?;
-                    idle_ms = text.parse().map_err(|_| {
-                        format!("--idle-timeout-ms: {text:?} is not a number of milliseconds")
-                    })?;
-                }
-                _ => return Err(format!("unknown argument {flag:?}")),
+                "--addr" => addr = flags.value()?,
+                "--idle-timeout-ms" => idle_ms = flags.millis()?,
+                _ => return Err(flags.unknown()),
             }
         }
         let addr = addr

@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 
 use ontime::sync::{create_connection, TcpStream};
 
+mod common;
+
+use common::Flags;
+
 const USAGE: &str = "\
 usage: sync_echo_client [--addr HOST:PORT] [--timeout-ms N] [--count N [--size B]]
 
@@ -48,28 +52,7 @@ const MAX_SIZE: usize = 64 * 1024 * 1024;
 
 fn main() -> ExitCode {
     env_logger::init();
-    let config = match Config::parse(std::env::args().skip(1)) {
-        Ok(Some(config)) => config,
-        Ok(None) => {
-            // A closed stdout (`--help | head -1`) is not worth a panic.
-            let _ = writeln!(io::stdout(), "{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!(
-                "sync_echo_client: {message}\n{}\n(see --help)",
-                USAGE.lines().next().unwrap_or_default()
-            );
-            return ExitCode::from(2);
-        }
-    };
-    match run(&config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("sync_echo_client: {failure}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("sync_echo_client", USAGE, Config::parse, run)
 }
 
 /// The command line.
@@ -84,59 +67,36 @@ struct Config {
 }
 
 impl Config {
-    /// Parses the arguments after the program name; `Ok(None)` for `--help`.
-    fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, String> {
+    /// Parses the command line; `Ok(None)` for `--help`.
+    fn parse(flags: &mut Flags) -> Result<Option<Config>, String> {
         let mut config = Config {
             addr: String::from("127.0.0.1:7001"),
             timeout: Some(Duration::from_millis(5000)),
             count: None,
             size: 64,
         };
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            // Accept both `--flag value` and `--flag=value`.
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => {
-                    (flag.to_string(), Some(value.to_string()))
-                }
-                _ => (arg, None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
+        while let Some(flag) = flags.next_flag() {
             match flag.as_str() {
                 "-h" | "--help" => return Ok(None),
-                "--addr" => config.addr = value()?,
+                "--addr" => config.addr = flags.value()?,
                 "--timeout-ms" => {
-                    let text = value()?;
-                    let ms: u64 = text.parse().map_err(|_| {
-                        format!("--timeout-ms: {text:?} is not a number of milliseconds")
-                    })?;
+                    let ms = flags.millis()?;
                     // A zero timeout would be Python's non-blocking mode,
                     // which this client has no use for: 0 means "never".
                     config.timeout = (ms > 0).then(|| Duration::from_millis(ms));
                 }
                 "--count" => {
-                    let text = value()?;
-                    let count = text
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=MAX_COUNT).contains(n))
-                        .ok_or_else(|| format!("--count: {text:?} is not in 1..={MAX_COUNT}"))?;
+                    let count = flags.parse(&format!("in 1..={MAX_COUNT}"), |n| {
+                        (1..=MAX_COUNT).contains(n)
+                    })?;
                     config.count = Some(count);
                 }
                 "--size" => {
-                    let text = value()?;
-                    config.size = text
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=MAX_SIZE).contains(n))
-                        .ok_or_else(|| format!("--size: {text:?} is not in 1..={MAX_SIZE}"))?;
+                    config.size = flags.parse(&format!("in 1..={MAX_SIZE}"), |n| {
+                        (1..=MAX_SIZE).contains(n)
+                    })?;
                 }
-                _ => return Err(format!("unknown argument {flag:?}")),
+                _ => return Err(flags.unknown()),
             }
         }
         Ok(Some(config))

@@ -38,6 +38,10 @@ use std::time::Duration;
 
 use ontime::sync::{TcpListener, TcpStream};
 
+mod common;
+
+use common::Flags;
+
 /// How long to wait before accepting again after an error that more
 /// accepting would only repeat (out of descriptors, memory or threads).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -62,28 +66,7 @@ fn main() -> ExitCode {
     // Log lines are part of what the example shows, so show them unless
     // RUST_LOG says otherwise.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = match Config::parse(std::env::args().skip(1)) {
-        Ok(Some(config)) => config,
-        Ok(None) => {
-            // A closed stdout (`--help | head -1`) is not worth a panic.
-            let _ = writeln!(io::stdout(), "{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!(
-                "sync_echo_server: {message}\n{}\n(see --help)",
-                USAGE.lines().next().unwrap_or_default()
-            );
-            return ExitCode::from(2);
-        }
-    };
-    match serve(&config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sync_echo_server: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("sync_echo_server", USAGE, Config::parse, serve)
 }
 
 /// The command line.
@@ -96,43 +79,18 @@ struct Config {
 }
 
 impl Config {
-    /// Parses the arguments after the program name; `Ok(None)` for `--help`.
-    fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, String> {
+    /// Parses the command line; `Ok(None)` for `--help`.
+    fn parse(flags: &mut Flags) -> Result<Option<Config>, String> {
         let mut addr = String::from("127.0.0.1:7001");
         let mut timeout_ms = 30_000u64;
         let mut max_conns = 1024usize;
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            // Accept both `--flag value` and `--flag=value`.
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => {
-                    (flag.to_string(), Some(value.to_string()))
-                }
-                _ => (arg, None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
+        while let Some(flag) = flags.next_flag() {
             match flag.as_str() {
                 "-h" | "--help" => return Ok(None),
-                "--addr" => addr = value()?,
-                "--timeout-ms" => {
-                    let text = value()?;
-                    timeout_ms = text.parse().map_err(|_| {
-                        format!("--timeout-ms: {text:?} is not a number of milliseconds")
-                    })?;
-                }
-                "--max-conns" => {
-                    let text = value()?;
-                    max_conns =
-                        text.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                            format!("--max-conns: {text:?} is not a positive number")
-                        })?;
-                }
-                _ => return Err(format!("unknown argument {flag:?}")),
+                "--addr" => addr = flags.value()?,
+                "--timeout-ms" => timeout_ms = flags.millis()?,
+                "--max-conns" => max_conns = flags.parse("a positive number", |&n| n > 0)?,
+                _ => return Err(flags.unknown()),
             }
         }
         let addr = addr
