@@ -130,9 +130,11 @@ impl TcpStream {
         };
         match SockRef::from(&*conn.handle).connect(&addr.into()) {
             Ok(()) => return Ok(conn),
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.raw_os_error() == Some(stream::EINPROGRESS) => {}
+            // Only EINPROGRESS means "connecting in the background". A TCP
+            // connect's EAGAIN is a shortage (of ports or routes), and
+            // waiting for the socket to become writable would wait for a
+            // connect that never started.
+            Err(e) if e.raw_os_error() == Some(stream::EINPROGRESS) => {}
             Err(e) => return Err(e),
         }
         if deadline == Deadline::Now {
@@ -362,7 +364,12 @@ impl TcpListener {
         socket.set_reuse_address(true)?;
         socket.bind(&addr.into())?;
         socket.listen(1024)?;
-        Ok(TcpListener::from(net::TcpListener::from(socket)))
+        // Here, unlike in `From`, a failure is returned rather than logged.
+        socket.set_nonblocking(true)?;
+        Ok(TcpListener {
+            handle: Handle::new(net::TcpListener::from(socket)),
+            mode: ModeCell::new(default_mode()),
+        })
     }
 
     /// Accepts a connection, as Python's `accept`. The new stream's mode is
