@@ -118,6 +118,10 @@ pub(crate) use socket_common;
 /// `send`, `recv_exact` and `send_all`.
 macro_rules! stream_read_write {
     ($ty:ident) => {
+        $crate::net::stream_read_write!(@impls $ty);
+        $crate::net::stream_read_write!(@impls &$ty);
+    };
+    (@impls $ty:ty) => {
         impl std::io::Read for $ty {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
                 self.recv(buf)
@@ -128,30 +132,7 @@ macro_rules! stream_read_write {
             }
         }
 
-        impl std::io::Read for &$ty {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                self.recv(buf)
-            }
-            /// One deadline for the whole call (rule R3).
-            fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
-                self.recv_exact(buf)
-            }
-        }
-
         impl std::io::Write for $ty {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.send(buf)
-            }
-            /// One deadline for the whole call (rule R3).
-            fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-                self.send_all(buf)
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-
-        impl std::io::Write for &$ty {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
                 self.send(buf)
             }
