@@ -7,28 +7,38 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::io::{ErrorKind, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Once};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Barrier, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{assert_timed_out, assert_timed_out_error, watchdog, WATCHDOG};
 use ontime::sync::{create_connection, TcpListener, TcpStream};
 
-/// Signals delivered to the handler so far (to show the test really
-/// interrupted something).
-static DELIVERED: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Signals delivered to this thread so far, to show that a test really
+    /// interrupted its own waits (the tests run in parallel, so a count for
+    /// the whole process could be the other test's).
+    static DELIVERED: Cell<usize> = const { Cell::new(0) };
+}
 
 extern "C" fn on_signal(_: libc::c_int) {
-    DELIVERED.fetch_add(1, Ordering::Relaxed);
+    // A const-initialised thread-local without a destructor is a plain
+    // thread-local slot: nothing is allocated or locked here.
+    DELIVERED.with(|n| n.set(n.get() + 1));
+}
+
+fn delivered_here() -> usize {
+    DELIVERED.with(Cell::get)
 }
 
 fn install_handler() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // SAFETY: a zeroed `sigaction` is a valid empty value; the handler
-        // only touches an atomic, which is async-signal-safe; no
+        // only touches a thread-local counter; no
         // SA_RESTART, so interrupted system calls fail with EINTR.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
@@ -67,8 +77,9 @@ fn pester(targets: Vec<Tid>, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize>
                 break;
             }
             for tid in &targets {
-                // SAFETY: the target threads outlive the pestering: the
-                // test joins them only after setting `stop` and joining us.
+                // SAFETY: the target threads outlive the pestering: each
+                // waits on a barrier that the test passes only after
+                // setting `stop` and joining us.
                 unsafe { libc::pthread_kill(tid.0, libc::SIGUSR1) };
                 sent += 1;
             }
@@ -97,41 +108,52 @@ fn signals_neither_interrupt_nor_extend_a_timed_wait() {
         let (tids_tx, tids_rx) = mpsc::channel();
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let go_rx = Arc::new(std::sync::Mutex::new(go_rx));
+        // Passed once the pestering has stopped: no signal is sent to a
+        // thread that has exited.
+        let release = Arc::new(Barrier::new(4));
         let waiters: Vec<_> = pairs
             .into_iter()
             .map(|(client, server)| {
                 let tids_tx = tids_tx.clone();
                 let go_rx = Arc::clone(&go_rx);
+                let release = Arc::clone(&release);
                 thread::spawn(move || {
                     tids_tx.send(current_tid()).unwrap();
                     go_rx.lock().unwrap().recv().unwrap();
+                    let before = delivered_here();
                     let start = Instant::now();
                     let result = (&client).read(&mut [0; 16]);
-                    (result, start.elapsed(), client, server)
+                    let elapsed = start.elapsed();
+                    let delivered = delivered_here() - before;
+                    release.wait();
+                    (result, elapsed, delivered, client, server)
                 })
             })
             .collect();
         let tids: Vec<Tid> = (0..3).map(|_| tids_rx.recv().unwrap()).collect();
-        let before = DELIVERED.load(Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let pesterer = pester(tids, Arc::clone(&stop));
         for _ in 0..3 {
             go_tx.send(()).unwrap();
         }
-        let outcomes: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        // The waits end on their own (they time out); then stop pestering
+        // before letting the waiters exit.
+        thread::sleep(t);
         stop.store(true, Ordering::Release);
         let sent = pesterer.join().unwrap();
-        for (result, elapsed, _client, _server) in outcomes {
+        release.wait();
+        let outcomes: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        for (i, (result, elapsed, delivered, _client, _server)) in outcomes.into_iter().enumerate()
+        {
             let e = result.expect_err("nothing was sent, yet the read returned");
             assert_ne!(e.kind(), ErrorKind::Interrupted, "a signal surfaced");
             assert_timed_out_error(&e);
             assert_timed_out(elapsed, t);
+            assert!(
+                delivered > 0,
+                "no signal reached waiter {i} during its wait ({sent} sent), the test proved nothing"
+            );
         }
-        let delivered = DELIVERED.load(Ordering::Relaxed) - before;
-        assert!(
-            sent > 0 && delivered > 0,
-            "no signal was delivered ({sent} sent), the test proved nothing"
-        );
     });
 }
 
@@ -141,27 +163,35 @@ fn signals_do_not_interrupt_a_blocking_wait() {
     watchdog(WATCHDOG, || {
         let (client, server) = pair(None);
         let (tid_tx, tid_rx) = mpsc::channel();
+        let release = Arc::new(Barrier::new(2));
+        let reader_release = Arc::clone(&release);
         let reader = thread::spawn(move || {
             tid_tx.send(current_tid()).unwrap();
             let mut buf = [0; 16];
+            let before = delivered_here();
             let n = (&client).read(&mut buf);
-            (n, buf, client)
+            let delivered = delivered_here() - before;
+            // Stay alive until the pestering has stopped.
+            reader_release.wait();
+            (n, buf, delivered, client)
         });
         let tid = tid_rx.recv().unwrap();
-        let before = DELIVERED.load(Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let pesterer = pester(vec![tid], Arc::clone(&stop));
         // Let the reader be interrupted for a while before the data comes.
         thread::sleep(Duration::from_millis(200));
         (&server).write_all(b"hello").unwrap();
-        let (n, buf, _client) = reader.join().unwrap();
+        // The read returns once the data is there; the barrier waits for it.
+        thread::sleep(Duration::from_millis(50));
         stop.store(true, Ordering::Release);
         pesterer.join().unwrap();
+        release.wait();
+        let (n, buf, delivered, _client) = reader.join().unwrap();
         let n = n.expect("a blocking read interrupted by signals must not fail");
         assert_eq!(&buf[..n], b"hello");
         assert!(
-            DELIVERED.load(Ordering::Relaxed) > before,
-            "no signal was delivered, the test proved nothing"
+            delivered > 0,
+            "no signal reached the reader during its read, the test proved nothing"
         );
     });
 }
