@@ -72,11 +72,15 @@ impl Source {
         self.blocked[direction.index()].store(tick, Ordering::Release);
     }
 
-    /// Whether the reactor saw the socket become ready in `direction` since
-    /// a call last got `WouldBlock` (see [`crate::select`]).
-    pub(crate) fn known_ready(&self, direction: Direction) -> bool {
-        self.is_registered()
-            && self.tick(direction) != self.blocked[direction.index()].load(Ordering::Acquire)
+    /// Whether `tick`, read from [`tick`](Source::tick), shows the reactor
+    /// saw the socket become ready in `direction` since a call last got
+    /// `WouldBlock` (see [`crate::select`]).
+    ///
+    /// The caller passes the tick it read rather than this reading it again,
+    /// so that it can wait on that same tick: an event between two reads
+    /// would otherwise be seen by neither.
+    pub(crate) fn ready_at(&self, direction: Direction, tick: u64) -> bool {
+        self.is_registered() && tick != self.blocked[direction.index()].load(Ordering::Acquire)
     }
 
     fn bump(&self, direction: Direction) {
@@ -427,9 +431,13 @@ impl Dispatch {
             return;
         };
         for pending in entry.waits[direction.index()].drain(..) {
-            if pending.waiter.settle(READY) {
-                if let Some(timer) = pending.timer {
-                    self.timers.remove(&timer);
+            pending.waiter.settle(READY);
+            // Whoever settled the wait (this, the follower's own recheck or
+            // its own deadline), its timer is of no use any more: free it
+            // now rather than when it fires, which may be hours away. A timer
+            // that already fired has left the map.
+            if let Some(timer) = pending.timer {
+                if self.timers.remove(&timer).is_some() {
                     reactor.cancel_timer(timer);
                 }
             }
@@ -666,8 +674,11 @@ impl Driver {
         }
         self.followers().remove(key);
         if waiter.baton.load(Ordering::Acquire) {
-            // Asked to lead but leaving: pass the request on.
-            self.pass_baton();
+            // Asked to lead but leaving: do what a leader does on leaving,
+            // which hands the lead on or, with no follower left, handles the
+            // queued requests itself (a `Close` among them would otherwise
+            // wait for the next thread that waits, its descriptor open).
+            self.after_lead();
         }
         if result.is_err() {
             // The reactor is gone: never return with the wait still open.

@@ -94,20 +94,28 @@ pub fn select(
     timeout: Option<Duration>,
 ) -> io::Result<Selected> {
     let mut deadline = Mode::from_timeout(timeout).deadline();
-    let watched: Vec<(SelectHandle, Direction)> = read
+    let mut targets: Vec<Target> = read
         .iter()
-        .map(|s| (s.select_handle(), Direction::Read))
-        .chain(write.iter().map(|s| (s.select_handle(), Direction::Write)))
+        .map(|s| (s, Direction::Read))
+        .chain(write.iter().map(|s| (s, Direction::Write)))
+        .map(|(s, direction)| Target {
+            io: s.select_handle().io,
+            direction,
+            tick: 0,
+        })
         .collect();
-    if deadline == Deadline::Now && watched.iter().any(|(h, _)| !h.io.source().is_registered()) {
+    if deadline == Deadline::Now && targets.iter().any(|t| !t.io.source().is_registered()) {
         // Give the reactor one tick to register the new ones and report them.
         deadline = Deadline::At(Instant::now() + Duration::from_millis(1));
     }
     loop {
         let mut selected = Selected::default();
-        for (position, (handle, direction)) in watched.iter().enumerate() {
-            if handle.io.source().known_ready(*direction) {
-                match direction {
+        for (position, target) in targets.iter_mut().enumerate() {
+            // One read of the tick, both to report and to wait on.
+            let source = target.io.source();
+            target.tick = source.tick(target.direction);
+            if source.ready_at(target.direction, target.tick) {
+                match target.direction {
                     Direction::Read => selected.readable.push(position),
                     Direction::Write => selected.writable.push(position - read.len()),
                 }
@@ -116,14 +124,6 @@ pub fn select(
         if !selected.is_empty() {
             return Ok(selected);
         }
-        let targets: Vec<Target> = watched
-            .iter()
-            .map(|(handle, direction)| Target {
-                io: Arc::clone(&handle.io),
-                direction: *direction,
-                tick: handle.io.source().tick(*direction),
-            })
-            .collect();
         if driver::wait(&targets, deadline)? == Outcome::TimedOut {
             return Ok(Selected::default());
         }
