@@ -24,8 +24,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 mod common;
 
 use common::{
-    assert_prompt, assert_timed_out, expect_kind, expect_timed_out, is_child, run_child, timed,
-    watchdog, MUST_SUCCEED, PROMPTLY, WATCHDOG,
+    assert_prompt, assert_timed_out, expect_kind, expect_timed_out, in_child, is_child, run_child,
+    timed, watchdog, MUST_SUCCEED, PROMPTLY, WATCHDOG,
 };
 
 /// The timeout under test in most timing tests.
@@ -173,6 +173,10 @@ fn fill(stream: &TcpStream) -> (io::Error, Duration, usize) {
     }
     panic!("{sent} bytes sent to a peer that never reads and the buffers are still not full");
 }
+
+/// Set in a child process to the name of the test it runs, for tests that
+/// must have the process to themselves.
+const CHILD_ENV: &str = "ONTIME_SYNC_TCP_CHILD";
 
 /// The three modes, with a timeout mode of [`T`].
 fn modes() -> [Mode; 3] {
@@ -652,17 +656,23 @@ fn timeout_recv_returns_partial_data_at_once() {
         client.set_timeout(Some(MUST_SUCCEED)).unwrap();
         let delay = Duration::from_millis(100);
         thread::scope(|s| {
-            s.spawn(|| {
+            let sender = s.spawn(|| {
                 thread::sleep(delay);
+                // Lateness counts from the send, not from the sleep's end.
+                let sending = Instant::now();
                 server.send_all(b"abc").unwrap();
+                sending
             });
             let mut buf = [0; 100];
-            let (n, elapsed) = timed(|| client.recv(&mut buf).unwrap());
+            let n = client.recv(&mut buf).unwrap();
+            let returned = Instant::now();
+            let sending = sender.join().unwrap();
             assert_eq!(&buf[..n], b"abc");
             assert!(
-                elapsed <= delay + PROMPTLY,
-                "3 bytes arrived after {delay:?} but recv took {elapsed:?}"
+                returned >= sending,
+                "recv returned before the 3 bytes were sent"
             );
+            assert_prompt(returned - sending, "recv of 3 bytes after they were sent");
         });
         // Data already queued comes back at once too.
         server.send_all(b"de").unwrap();
@@ -957,8 +967,7 @@ fn read_exact_with_fin_after_three_bytes_is_unexpected_eof() {
 #[test]
 fn read_exact_gathers_eight_bytes_sent_in_four_chunks() {
     watchdog(WATCHDOG, || {
-        let deadline = Duration::from_secs(2);
-        for mode in [Mode::Blocking, Mode::Timeout(deadline)] {
+        for mode in [Mode::Blocking, Mode::Timeout(MUST_SUCCEED)] {
             let (client, server) = pair();
             server.set_nodelay(true).unwrap();
             client.set_mode(mode).unwrap();
@@ -973,7 +982,7 @@ fn read_exact_gathers_eight_bytes_sent_in_four_chunks() {
                 let (result, elapsed) = timed(|| (&client).read_exact(&mut buf));
                 result.unwrap_or_else(|e| panic!("in {mode:?}: {e:?}"));
                 assert_eq!(&buf, b"01234567");
-                assert!(elapsed < deadline, "took {elapsed:?}");
+                assert!(elapsed < MUST_SUCCEED, "took {elapsed:?}");
             });
         }
     });
@@ -1330,6 +1339,9 @@ fn eight_threads_blocked_on_one_socket_all_return() {
 fn some_threads_get_data_while_others_time_out() {
     watchdog(WATCHDOG, || {
         const PAIRS: usize = 20;
+        // The odd threads time out after `timeout`; the even ones get data
+        // and wait in timeout mode too, but with a timeout that must not
+        // expire before it.
         let timeout = Duration::from_millis(400);
         let arrival = Duration::from_millis(150);
         let pairs: Vec<(TcpStream, TcpStream)> = (0..PAIRS).map(|_| pair()).collect();
@@ -1337,27 +1349,45 @@ fn some_threads_get_data_while_others_time_out() {
         thread::scope(|s| {
             let waiters: Vec<_> = pairs
                 .iter()
-                .map(|(client, _)| {
+                .enumerate()
+                .map(|(i, (client, _))| {
                     let barrier = &barrier;
+                    let wait = if i % 2 == 0 { MUST_SUCCEED } else { timeout };
                     s.spawn(move || {
-                        client.set_timeout(Some(timeout)).unwrap();
+                        client.set_timeout(Some(wait)).unwrap();
                         barrier.wait();
-                        timed(|| client.recv(&mut [0; 16]))
+                        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
+                        (result, elapsed, Instant::now())
                     })
                 })
                 .collect();
             barrier.wait();
             thread::sleep(arrival);
-            for (_, server) in pairs.iter().step_by(2) {
-                server.send_all(b"x").unwrap();
-            }
+            let sent: Vec<Instant> = pairs
+                .iter()
+                .step_by(2)
+                .map(|(_, server)| {
+                    let sending = Instant::now();
+                    server.send_all(b"x").unwrap();
+                    sending
+                })
+                .collect();
             for (i, waiter) in waiters.into_iter().enumerate() {
-                let (result, elapsed) = waiter.join().unwrap();
+                let (result, elapsed, returned) = waiter.join().unwrap();
                 if i % 2 == 0 {
                     let n =
                         result.unwrap_or_else(|e| panic!("thread {i} should have got data: {e:?}"));
                     assert_eq!(n, 1);
-                    assert!(elapsed < timeout, "thread {i} took {elapsed:?}");
+                    assert!(elapsed < MUST_SUCCEED, "thread {i} took {elapsed:?}");
+                    let sending = sent[i / 2];
+                    assert!(
+                        returned >= sending,
+                        "thread {i} returned before its data was sent"
+                    );
+                    assert_prompt(
+                        returned - sending,
+                        &format!("thread {i}'s recv after its data was sent"),
+                    );
                 } else {
                     expect_timed_out(result);
                     assert_timed_out(elapsed, timeout);
@@ -1449,43 +1479,47 @@ fn select_with_zero_timeout_returns_promptly() {
 
 /// A thread blocked for a second sleeps: a spin check, not a benchmark. Two
 /// threads wait at once, so both the thread that turns the reactor and one
-/// that parks are measured.
+/// that parks are measured. The reactor is the process's one, led by any
+/// thread that waits, so the body runs in a child process where no other
+/// test's thread can be the leader.
 #[test]
 fn blocked_threads_use_little_cpu() {
     watchdog(WATCHDOG, || {
-        let wait = Duration::from_secs(1);
-        let budget = Duration::from_millis(100);
-        let (timing_out, _quiet_server) = pair();
-        timing_out.set_timeout(Some(wait)).unwrap();
-        let (blocking, server) = pair();
-        thread::scope(|s| {
-            let timeout_waiter = s.spawn(|| {
-                let before = thread_cpu_time();
-                let (result, elapsed) = timed(|| timing_out.recv(&mut [0; 16]));
-                let cpu = thread_cpu_time() - before;
-                expect_timed_out(result);
-                assert_timed_out(elapsed, wait);
-                cpu
+        in_child(CHILD_ENV, "blocked_threads_use_little_cpu", || {
+            let wait = Duration::from_secs(1);
+            let budget = Duration::from_millis(100);
+            let (timing_out, _quiet_server) = pair();
+            timing_out.set_timeout(Some(wait)).unwrap();
+            let (blocking, server) = pair();
+            thread::scope(|s| {
+                let timeout_waiter = s.spawn(|| {
+                    let before = thread_cpu_time();
+                    let (result, elapsed) = timed(|| timing_out.recv(&mut [0; 16]));
+                    let cpu = thread_cpu_time() - before;
+                    expect_timed_out(result);
+                    assert_timed_out(elapsed, wait);
+                    cpu
+                });
+                let blocking_waiter = s.spawn(|| {
+                    let before = thread_cpu_time();
+                    let n = blocking.recv(&mut [0; 16]).unwrap();
+                    let cpu = thread_cpu_time() - before;
+                    assert_eq!(n, 4);
+                    cpu
+                });
+                thread::sleep(wait);
+                server.send_all(b"wake").unwrap();
+                let cpu = timeout_waiter.join().unwrap();
+                assert!(
+                    cpu < budget,
+                    "a thread waiting {wait:?} in timeout mode used {cpu:?} of CPU"
+                );
+                let cpu = blocking_waiter.join().unwrap();
+                assert!(
+                    cpu < budget,
+                    "a thread blocked for {wait:?} used {cpu:?} of CPU"
+                );
             });
-            let blocking_waiter = s.spawn(|| {
-                let before = thread_cpu_time();
-                let n = blocking.recv(&mut [0; 16]).unwrap();
-                let cpu = thread_cpu_time() - before;
-                assert_eq!(n, 4);
-                cpu
-            });
-            thread::sleep(wait);
-            server.send_all(b"wake").unwrap();
-            let cpu = timeout_waiter.join().unwrap();
-            assert!(
-                cpu < budget,
-                "a thread waiting {wait:?} in timeout mode used {cpu:?} of CPU"
-            );
-            let cpu = blocking_waiter.join().unwrap();
-            assert!(
-                cpu < budget,
-                "a thread blocked for {wait:?} used {cpu:?} of CPU"
-            );
         });
     });
 }

@@ -368,6 +368,10 @@ fn peer_close_gives_eof_promptly_in_every_mode() {
             drop(b);
             let (n, returned) = reader.join().unwrap();
             assert_eq!(n, 0, "{mode:?}");
+            assert!(
+                returned >= closed,
+                "recv in {mode:?} returned before the peer closed"
+            );
             assert_prompt(
                 returned.saturating_duration_since(closed),
                 "a waiting recv after the peer closed",
@@ -561,6 +565,10 @@ fn shutdown_read_from_another_thread_wakes_a_blocked_recv() {
             a.shutdown(Shutdown::Read).unwrap();
             let (n, returned) = reader.join().unwrap();
             assert_eq!(n, 0, "{mode:?}");
+            assert!(
+                returned >= shut,
+                "recv in {mode:?} returned before shutdown(Read)"
+            );
             assert_prompt(
                 returned.saturating_duration_since(shut),
                 "the recv woken by shutdown",
@@ -654,6 +662,10 @@ fn connect_to_a_full_accept_queue_follows_the_mode() {
                 let _room = listener.accept().unwrap();
                 let (stream, connected) = connector.join().unwrap().unwrap();
                 assert_eq!(stream.mode(), Mode::Blocking);
+                assert!(
+                    connected >= accepted,
+                    "the blocking connect to a full queue returned before the accept made room"
+                );
                 // The backoff caps each pause at 64 ms.
                 assert_prompt(
                     connected.saturating_duration_since(accepted),
@@ -816,6 +828,10 @@ fn datagram_send_to_a_full_receiver_waits_for_room() {
         let last = drain(&receiver, b"last", || blocked.is_finished());
         let (n, sent) = blocked.join().unwrap().unwrap();
         assert_eq!(n, 4);
+        assert!(
+            sent >= drained,
+            "the blocking send_to to a full receiver returned before the drain began"
+        );
         assert_prompt(
             sent.saturating_duration_since(drained),
             "the send_to after the receiver drained",
@@ -860,6 +876,10 @@ fn datagram_send_to_a_full_connected_peer_follows_the_mode() {
         let last = drain(&b, b"last", || blocked.is_finished());
         let (n, sent) = blocked.join().unwrap().unwrap();
         assert_eq!(n, 4);
+        assert!(
+            sent >= drained,
+            "the blocking send to a full peer returned before the drain began"
+        );
         assert_prompt(
             sent.saturating_duration_since(drained),
             "the send after the peer drained",
@@ -898,6 +918,10 @@ fn datagram_shutdown_wakes_a_blocked_recv() {
             let (n, from) = received.unwrap();
             assert_eq!(n, 0, "{mode:?}");
             assert!(from.is_unnamed());
+            assert!(
+                returned >= shut,
+                "recv_from in {mode:?} returned before shutdown(Read)"
+            );
             assert_prompt(
                 returned.saturating_duration_since(shut),
                 "the recv woken by shutdown",
