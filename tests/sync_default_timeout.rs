@@ -16,9 +16,7 @@ use ontime_sync::{
 
 mod common;
 
-use common::{
-    assert_prompt, assert_timed_out, expect_kind, timed, watchdog, MUST_SUCCEED, WATCHDOG,
-};
+use common::{assert_times_out, expect_kind_promptly, watchdog, MUST_SUCCEED, WATCHDOG};
 
 /// The timeout under test in timing checks.
 const T: Duration = Duration::from_millis(300);
@@ -157,9 +155,9 @@ fn zero_default_makes_new_sockets_non_blocking() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         assert_eq!(listener.mode(), Mode::NonBlocking);
         assert!(!listener.is_blocking());
-        let (result, elapsed) = timed(|| listener.accept());
-        expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed, "accept under a zero default");
+        expect_kind_promptly(ErrorKind::WouldBlock, "accept under a zero default", || {
+            listener.accept()
+        });
 
         // With a zero default, connect only starts the connection.
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -177,9 +175,9 @@ fn zero_default_makes_new_sockets_non_blocking() {
         wait_acceptable(&listener);
         let (accepted, _) = listener.accept().unwrap();
         assert_eq!(accepted.mode(), Mode::NonBlocking);
-        let (result, elapsed) = timed(|| accepted.recv(&mut [0; 16]));
-        expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed, "recv under a zero default");
+        expect_kind_promptly(ErrorKind::WouldBlock, "recv under a zero default", || {
+            accepted.recv(&mut [0; 16])
+        });
 
         let converted = TcpListener::from(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
         assert_eq!(converted.mode(), Mode::NonBlocking);
@@ -217,9 +215,7 @@ fn create_connection_with_an_explicit_timeout_overrides_the_default() {
             // The explicit timeout is what a call waits, not the default.
             let client = create_connection(addr, Some(T)).unwrap();
             let (_accepted, _) = listener.accept().unwrap();
-            let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
-            expect_kind(result, ErrorKind::TimedOut);
-            assert_timed_out(elapsed, T);
+            assert_times_out(T, || client.recv(&mut [0; 16]));
         }
         // A zero timeout over a 10 s default: non-blocking.
         set_default_timeout(Some(Duration::from_secs(10)));

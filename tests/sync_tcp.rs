@@ -24,8 +24,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 mod common;
 
 use common::{
-    assert_prompt, assert_timed_out, expect_kind, expect_timed_out, in_child, is_child, run_child,
-    timed, watchdog, MUST_SUCCEED, PROMPTLY, WATCHDOG,
+    assert_prompt, assert_timed_out, assert_times_out, expect_kind, expect_kind_promptly,
+    expect_timed_out, in_child, is_child, run_child, timed, watchdog, MUST_SUCCEED, PROMPTLY,
+    WATCHDOG,
 };
 
 /// The timeout under test in most timing tests.
@@ -403,9 +404,9 @@ fn nonblocking_accept_with_nothing_pending_would_block_promptly() {
     watchdog(WATCHDOG, || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_blocking(false).unwrap();
-        let (result, elapsed) = timed(|| listener.accept());
-        expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed, "non-blocking accept");
+        expect_kind_promptly(ErrorKind::WouldBlock, "non-blocking accept", || {
+            listener.accept()
+        });
     });
 }
 
@@ -414,9 +415,7 @@ fn timeout_accept_times_out_at_t() {
     watchdog(WATCHDOG, || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_timeout(Some(T)).unwrap();
-        let (result, elapsed) = timed(|| listener.accept());
-        expect_timed_out(result);
-        assert_timed_out(elapsed, T);
+        assert_times_out(T, || listener.accept());
     });
 }
 
@@ -468,9 +467,7 @@ fn listener_that_timed_out_still_accepts() {
 
         // And it still times out afterwards.
         listener.set_timeout(Some(T)).unwrap();
-        let (result, elapsed) = timed(|| listener.accept());
-        expect_timed_out(result);
-        assert_timed_out(elapsed, T);
+        assert_times_out(T, || listener.accept());
     });
 }
 
@@ -507,15 +504,16 @@ fn accepted_streams_are_blocking_whatever_the_listener_mode() {
 fn refused_connect_is_connection_refused_promptly() {
     watchdog(WATCHDOG, || {
         let addr = refused_addr();
-        let (result, elapsed) = timed(|| TcpStream::connect(addr));
-        expect_kind(result, ErrorKind::ConnectionRefused);
-        assert_prompt(elapsed, "connect to a refused port");
+        expect_kind_promptly(
+            ErrorKind::ConnectionRefused,
+            "connect to a refused port",
+            || TcpStream::connect(addr),
+        );
         for timeout in [None, Some(T), Some(MUST_SUCCEED)] {
-            let (result, elapsed) = timed(|| create_connection(addr, timeout));
-            expect_kind(result, ErrorKind::ConnectionRefused);
-            assert_prompt(
-                elapsed,
+            expect_kind_promptly(
+                ErrorKind::ConnectionRefused,
                 &format!("create_connection to a refused port, timeout {timeout:?}"),
+                || create_connection(addr, timeout),
             );
         }
     });
@@ -528,9 +526,7 @@ fn connect_to_a_full_accept_queue_times_out_at_t() {
             return;
         };
         let addr = listener.local_addr().unwrap();
-        let (result, elapsed) = timed(|| create_connection(addr, Some(T)));
-        expect_timed_out(result);
-        assert_timed_out(elapsed, T);
+        assert_times_out(T, || create_connection(addr, Some(T)));
     });
 }
 
@@ -626,12 +622,12 @@ fn nonblocking_recv_without_data_would_block_promptly() {
     watchdog(WATCHDOG, || {
         let (client, _server) = pair();
         client.set_blocking(false).unwrap();
-        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
-        expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed, "non-blocking recv");
-        let (result, elapsed) = timed(|| (&client).read(&mut [0; 16]));
-        expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed, "non-blocking read");
+        expect_kind_promptly(ErrorKind::WouldBlock, "non-blocking recv", || {
+            client.recv(&mut [0; 16])
+        });
+        expect_kind_promptly(ErrorKind::WouldBlock, "non-blocking read", || {
+            (&client).read(&mut [0; 16])
+        });
     });
 }
 
@@ -640,12 +636,8 @@ fn timeout_recv_times_out_at_t() {
     watchdog(WATCHDOG, || {
         let (client, _server) = pair();
         client.set_timeout(Some(T)).unwrap();
-        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
-        expect_timed_out(result);
-        assert_timed_out(elapsed, T);
-        let (result, elapsed) = timed(|| (&client).read(&mut [0; 16]));
-        expect_timed_out(result);
-        assert_timed_out(elapsed, T);
+        assert_times_out(T, || client.recv(&mut [0; 16]));
+        assert_times_out(T, || (&client).read(&mut [0; 16]));
     });
 }
 
@@ -706,9 +698,7 @@ fn socket_that_timed_out_is_still_usable() {
         server.recv_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"reply");
         client.set_timeout(Some(T)).unwrap();
-        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
-        expect_timed_out(result);
-        assert_timed_out(elapsed, T);
+        assert_times_out(T, || client.recv(&mut [0; 16]));
     });
 }
 
@@ -808,12 +798,8 @@ fn send_all_to_a_peer_that_never_reads_times_out_at_t() {
         let (client, _server) = small_buffer_pair();
         client.set_timeout(Some(T)).unwrap();
         let data = vec![1; 16 << 20];
-        let (result, elapsed) = timed(|| client.send_all(&data));
-        expect_timed_out(result);
-        assert_timed_out(elapsed, T);
-        let (result, elapsed) = timed(|| (&client).write_all(&data));
-        expect_timed_out(result);
-        assert_timed_out(elapsed, T);
+        assert_times_out(T, || client.send_all(&data));
+        assert_times_out(T, || (&client).write_all(&data));
     });
 }
 
@@ -926,9 +912,9 @@ fn send_after_shutdown_write_is_broken_pipe_without_sigpipe() {
             let (client, _server) = pair();
             client.set_mode(mode).unwrap();
             client.shutdown(Shutdown::Write).unwrap();
-            let (result, elapsed) = timed(|| client.send(b"x"));
-            expect_kind(result, ErrorKind::BrokenPipe);
-            assert_prompt(elapsed, &format!("send in {mode:?}"));
+            expect_kind_promptly(ErrorKind::BrokenPipe, &format!("send in {mode:?}"), || {
+                client.send(b"x")
+            });
             expect_kind(client.send_all(b"xyz"), ErrorKind::BrokenPipe);
             expect_kind((&client).write_all(b"xyz"), ErrorKind::BrokenPipe);
         }
@@ -952,9 +938,11 @@ fn read_exact_with_fin_after_three_bytes_is_unexpected_eof() {
             server.send_all(b"abc").unwrap();
             server.shutdown(Shutdown::Write).unwrap();
             let mut buf = [0; 8];
-            let (result, elapsed) = timed(|| (&client).read_exact(&mut buf));
-            expect_kind(result, ErrorKind::UnexpectedEof);
-            assert_prompt(elapsed, &format!("read_exact in {mode:?}"));
+            expect_kind_promptly(
+                ErrorKind::UnexpectedEof,
+                &format!("read_exact in {mode:?}"),
+                || (&client).read_exact(&mut buf),
+            );
             assert_eq!(
                 &buf[..3],
                 b"abc",
@@ -1007,9 +995,7 @@ fn read_exact_deadline_is_not_extended_by_partial_progress() {
                 }
             });
             let mut buf = [0; 8];
-            let (result, elapsed) = timed(|| (&client).read_exact(&mut buf));
-            expect_timed_out(result);
-            assert_timed_out(elapsed, T);
+            assert_times_out(T, || (&client).read_exact(&mut buf));
         });
     });
 }
@@ -1045,9 +1031,7 @@ fn mode_change_does_not_affect_a_waiting_call() {
             );
         });
         // Later calls use the new mode.
-        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
-        expect_timed_out(result);
-        assert_timed_out(elapsed, Duration::from_millis(50));
+        assert_times_out(Duration::from_millis(50), || client.recv(&mut [0; 16]));
 
         // A call in timeout mode keeps its deadline when the mode becomes blocking.
         let (client, _server) = pair();
@@ -1088,12 +1072,12 @@ fn try_clone_copies_the_mode_then_modes_are_independent() {
         );
         assert!(fd_is_nonblocking(client.as_raw_fd()));
         assert!(fd_is_nonblocking(clone.as_raw_fd()));
-        let (result, elapsed) = timed(|| clone.recv(&mut [0; 16]));
-        expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed, "recv on the non-blocking clone");
-        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
-        expect_timed_out(result);
-        assert_timed_out(elapsed, T);
+        expect_kind_promptly(
+            ErrorKind::WouldBlock,
+            "recv on the non-blocking clone",
+            || clone.recv(&mut [0; 16]),
+        );
+        assert_times_out(T, || client.recv(&mut [0; 16]));
 
         client.set_blocking(false).unwrap();
         clone.set_timeout(Some(T)).unwrap();
@@ -1102,12 +1086,10 @@ fn try_clone_copies_the_mode_then_modes_are_independent() {
             Mode::Timeout(T),
             "changing the original changed the clone"
         );
-        let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
-        expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed, "recv on the original");
-        let (result, elapsed) = timed(|| clone.recv(&mut [0; 16]));
-        expect_timed_out(result);
-        assert_timed_out(elapsed, T);
+        expect_kind_promptly(ErrorKind::WouldBlock, "recv on the original", || {
+            client.recv(&mut [0; 16])
+        });
+        assert_times_out(T, || clone.recv(&mut [0; 16]));
 
         // Both handles reach the same connection.
         server.send_all(b"shared").unwrap();
@@ -1123,9 +1105,11 @@ fn try_clone_copies_the_mode_then_modes_are_independent() {
         assert_eq!(listener_clone.mode(), Mode::Timeout(T));
         listener_clone.set_blocking(false).unwrap();
         assert_eq!(listener.mode(), Mode::Timeout(T));
-        let (result, elapsed) = timed(|| listener_clone.accept());
-        expect_kind(result, ErrorKind::WouldBlock);
-        assert_prompt(elapsed, "accept on the non-blocking clone");
+        expect_kind_promptly(
+            ErrorKind::WouldBlock,
+            "accept on the non-blocking clone",
+            || listener_clone.accept(),
+        );
     });
 }
 

@@ -19,8 +19,8 @@ use ontime::sync::{self, Mode, UdpSocket};
 mod common;
 
 use common::{
-    assert_prompt, assert_timed_out, assert_timed_out_error, in_child, watchdog, MUST_SUCCEED,
-    WATCHDOG,
+    assert_prompt, assert_timed_out_error, assert_times_out, expect_kind_promptly, in_child,
+    watchdog, MUST_SUCCEED, WATCHDOG,
 };
 
 /// The timeout under test.
@@ -51,15 +51,11 @@ fn non_blocking_recv_from_with_nothing_queued_would_block_promptly() {
         sock.set_blocking(false).unwrap();
         let mut buf = [0; 16];
 
-        let start = Instant::now();
-        let e = sock.recv_from(&mut buf).unwrap_err();
-        assert_prompt(start.elapsed(), "recv_from");
-        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
+        expect_kind_promptly(ErrorKind::WouldBlock, "recv_from", || {
+            sock.recv_from(&mut buf)
+        });
 
-        let start = Instant::now();
-        let e = sock.recv(&mut buf).unwrap_err();
-        assert_prompt(start.elapsed(), "recv");
-        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
+        expect_kind_promptly(ErrorKind::WouldBlock, "recv", || sock.recv(&mut buf));
 
         let e = sock.peek_from(&mut buf).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
@@ -73,15 +69,9 @@ fn recv_from_in_timeout_mode_times_out_then_still_works() {
         sock.set_timeout(Some(T)).unwrap();
         let mut buf = [0; 16];
 
-        let start = Instant::now();
-        let e = sock.recv_from(&mut buf).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        assert_times_out(T, || sock.recv_from(&mut buf));
 
-        let start = Instant::now();
-        let e = sock.recv(&mut buf).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        assert_times_out(T, || sock.recv(&mut buf));
 
         // Still usable: a datagram queued now is returned at once.
         peer.send(b"late").unwrap();
@@ -224,14 +214,12 @@ fn try_clone_copies_the_mode_then_is_independent() {
 
         // The shared descriptor does not carry the mode across (R11).
         let mut buf = [0; 16];
-        let start = Instant::now();
-        let e = clone.recv(&mut buf).unwrap_err();
-        assert_prompt(start.elapsed(), "the non-blocking clone's recv");
-        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
-        let start = Instant::now();
-        let e = a.recv(&mut buf).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        expect_kind_promptly(
+            ErrorKind::WouldBlock,
+            "the non-blocking clone's recv",
+            || clone.recv(&mut buf),
+        );
+        assert_times_out(T, || a.recv(&mut buf));
 
         // Either handle reads the one queue.
         peer.send(b"shared").unwrap();
@@ -298,10 +286,7 @@ fn peek_does_not_consume() {
 
         // Peek waits like recv in timeout mode.
         b.set_timeout(Some(T)).unwrap();
-        let start = Instant::now();
-        let e = b.peek(&mut buf).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        assert_times_out(T, || b.peek(&mut buf));
     });
 }
 
@@ -345,10 +330,11 @@ fn new_sockets_take_the_default_timeout() {
             sync::set_default_timeout(Some(Duration::ZERO));
             let sock = bind();
             assert!(!sock.is_blocking());
-            let start = Instant::now();
-            let e = sock.recv_from(&mut [0; 4]).unwrap_err();
-            assert_prompt(start.elapsed(), "recv_from under a zero default");
-            assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
+            expect_kind_promptly(
+                ErrorKind::WouldBlock,
+                "recv_from under a zero default",
+                || sock.recv_from(&mut [0; 4]),
+            );
 
             sync::set_default_timeout(None);
             assert_eq!(bind().mode(), Mode::Blocking);

@@ -14,7 +14,7 @@
 
 #![cfg(unix)]
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +28,7 @@ use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 mod common;
 
 use common::{
-    assert_prompt, assert_timed_out, assert_timed_out_error, in_child, watchdog, MUST_SUCCEED,
+    assert_prompt, assert_times_out, expect_kind_promptly, in_child, timed, watchdog, MUST_SUCCEED,
     WATCHDOG,
 };
 
@@ -97,6 +97,65 @@ fn drain(receiver: &UnixDatagram, wanted: &[u8], done: impl Fn() -> bool) -> boo
         }
     }
     panic!("draining never finished");
+}
+
+/// Calls `attempt` (a non-blocking connect or send) until it would block,
+/// at most `limit` times, and returns what the calls before it returned.
+/// The call that would block must fail with `WouldBlock`, promptly; `what`
+/// names the queue that fills.
+#[track_caller]
+fn fill_until_would_block<R>(
+    limit: usize,
+    what: &str,
+    mut attempt: impl FnMut() -> io::Result<R>,
+) -> Vec<R> {
+    let mut filled = Vec::new();
+    for _ in 0..limit {
+        let (result, elapsed) = timed(&mut attempt);
+        match result {
+            Ok(value) => filled.push(value),
+            Err(e) => {
+                assert_prompt(elapsed, &format!("the attempt that found {what} full"));
+                assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
+                return filled;
+            }
+        }
+    }
+    panic!("{what} never filled in {limit} attempts");
+}
+
+/// The datagram a blocked send delivers once its receiver drains.
+const LAST: &[u8] = b"last";
+
+/// Runs `send` of [`LAST`] (a blocking `call` to a full `peer`) on a thread
+/// of its own, lets it block, then drains `receiver`. Checks that the send
+/// returned the whole datagram, not before the drain began but promptly
+/// after, and that the datagram arrived.
+#[track_caller]
+fn blocked_send_completes_after_drain(
+    receiver: &UnixDatagram,
+    call: &str,
+    peer: &str,
+    send: impl FnOnce(&'static [u8]) -> io::Result<usize> + Send + 'static,
+) {
+    let blocked = thread::spawn(move || send(LAST).map(|n| (n, Instant::now())));
+    thread::sleep(Duration::from_millis(100));
+    let drained = Instant::now();
+    let last = drain(receiver, LAST, || blocked.is_finished());
+    let (n, sent) = blocked.join().unwrap().unwrap();
+    assert_eq!(n, LAST.len());
+    assert!(
+        sent >= drained,
+        "the blocking {call} to a full {peer} returned before the drain began"
+    );
+    assert_prompt(
+        sent.saturating_duration_since(drained),
+        &format!("the {call} after the {peer} drained"),
+    );
+    assert!(
+        last || drain(receiver, LAST, || true),
+        "the datagram sent last was lost"
+    );
 }
 
 // ---- Streams: connect, accept ----------------------------------------------
@@ -173,10 +232,11 @@ fn connect_to_a_missing_path_is_not_found_and_to_a_stale_one_refused() {
         // A socket file whose listener is gone.
         let stale = TempPath::new("stale");
         drop(UnixListener::bind(&stale).unwrap());
-        let start = Instant::now();
-        let e = UnixStream::connect(&stale).unwrap_err();
-        assert_prompt(start.elapsed(), "connect to a stale path");
-        assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e:?}");
+        expect_kind_promptly(
+            ErrorKind::ConnectionRefused,
+            "connect to a stale path",
+            || UnixStream::connect(&stale),
+        );
     });
 }
 
@@ -186,10 +246,7 @@ fn non_blocking_accept_with_nothing_pending_would_block_promptly() {
         let path = TempPath::new("accept-nb");
         let listener = UnixListener::bind(&path).unwrap();
         listener.set_blocking(false).unwrap();
-        let start = Instant::now();
-        let e = listener.accept().unwrap_err();
-        assert_prompt(start.elapsed(), "accept");
-        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
+        expect_kind_promptly(ErrorKind::WouldBlock, "accept", || listener.accept());
 
         // With a client pending it accepts, and the stream is blocking (R8).
         let _client = UnixStream::connect(&path).unwrap();
@@ -205,10 +262,7 @@ fn accept_in_timeout_mode_times_out_then_still_accepts() {
         let path = TempPath::new("accept-timeout");
         let listener = UnixListener::bind(&path).unwrap();
         listener.set_timeout(Some(T)).unwrap();
-        let start = Instant::now();
-        let e = listener.accept().unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        assert_times_out(T, || listener.accept());
 
         let _client = UnixStream::connect(&path).unwrap();
         let start = Instant::now();
@@ -275,10 +329,7 @@ fn non_blocking_recv_with_nothing_to_read_would_block() {
     watchdog(WATCHDOG, || {
         let (a, _b) = UnixStream::pair().unwrap();
         a.set_blocking(false).unwrap();
-        let start = Instant::now();
-        let e = a.recv(&mut [0; 8]).unwrap_err();
-        assert_prompt(start.elapsed(), "recv");
-        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
+        expect_kind_promptly(ErrorKind::WouldBlock, "recv", || a.recv(&mut [0; 8]));
         let e = a.peek(&mut [0; 8]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
     });
@@ -290,10 +341,7 @@ fn recv_times_out_then_is_still_usable() {
         let (a, b) = UnixStream::pair().unwrap();
         a.set_timeout(Some(T)).unwrap();
         let mut buf = [0; 16];
-        let start = Instant::now();
-        let e = a.recv(&mut buf).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        assert_times_out(T, || a.recv(&mut buf));
 
         // Partial data comes back at once, however little.
         b.send_all(b"abc").unwrap();
@@ -330,10 +378,7 @@ fn peek_does_not_consume() {
         assert_eq!(a.recv(&mut buf).unwrap(), 6);
         assert_eq!(&buf[..6], b"peeked");
         a.set_timeout(Some(T)).unwrap();
-        let start = Instant::now();
-        let e = a.peek(&mut buf).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        assert_times_out(T, || a.peek(&mut buf));
     });
 }
 
@@ -387,26 +432,18 @@ fn send_all_to_a_peer_that_never_reads_times_out() {
         SockRef::from(&a).set_send_buffer_size(64 * 1024).unwrap();
         a.set_timeout(Some(T)).unwrap();
         let big = vec![7u8; 16 << 20];
-        let start = Instant::now();
-        let e = a.send_all(&big).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        assert_times_out(T, || a.send_all(&big));
 
         // The same through `Write::write_all`, and a single send.
-        let start = Instant::now();
-        let e = (&a).write_all(&big).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
-        let start = Instant::now();
-        let e = a.send(&big).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        assert_times_out(T, || (&a).write_all(&big));
+        assert_times_out(T, || a.send(&big));
 
         a.set_blocking(false).unwrap();
-        let start = Instant::now();
-        let e = a.send(&big).unwrap_err();
-        assert_prompt(start.elapsed(), "a non-blocking send to a full buffer");
-        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
+        expect_kind_promptly(
+            ErrorKind::WouldBlock,
+            "a non-blocking send to a full buffer",
+            || a.send(&big),
+        );
     });
 }
 
@@ -511,10 +548,7 @@ fn read_exact_has_one_deadline_for_the_whole_call() {
         });
         a.set_timeout(Some(t)).unwrap();
         started.wait();
-        let start = Instant::now();
-        let e = a.recv_exact(&mut [0; 8]).unwrap_err();
-        assert_timed_out(start.elapsed(), t);
-        assert_timed_out_error(&e);
+        assert_times_out(t, || a.recv_exact(&mut [0; 8]));
         writer.join().unwrap();
     });
 }
@@ -587,14 +621,12 @@ fn stream_try_clone_copies_the_mode_then_is_independent() {
         clone.set_blocking(false).unwrap();
         assert_eq!(a.mode(), Mode::Timeout(T));
 
-        let start = Instant::now();
-        let e = clone.recv(&mut [0; 8]).unwrap_err();
-        assert_prompt(start.elapsed(), "the non-blocking clone's recv");
-        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
-        let start = Instant::now();
-        let e = a.recv(&mut [0; 8]).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        expect_kind_promptly(
+            ErrorKind::WouldBlock,
+            "the non-blocking clone's recv",
+            || clone.recv(&mut [0; 8]),
+        );
+        assert_times_out(T, || a.recv(&mut [0; 8]));
 
         b.send_all(b"both").unwrap();
         let mut buf = [0; 4];
@@ -621,28 +653,12 @@ fn connect_to_a_full_accept_queue_follows_the_mode() {
 
                 // Non-blocking: fill the queue until a connect would block.
                 sync::set_default_timeout(Some(Duration::ZERO));
-                let mut fillers = Vec::new();
-                let mut full = false;
-                for _ in 0..16 {
-                    let start = Instant::now();
-                    match UnixStream::connect(&path) {
-                        Ok(stream) => fillers.push(stream),
-                        Err(e) => {
-                            assert_prompt(start.elapsed(), "a non-blocking connect");
-                            assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
-                            full = true;
-                            break;
-                        }
-                    }
-                }
-                assert!(full, "the accept queue never filled");
+                let fillers =
+                    fill_until_would_block(16, "the accept queue", || UnixStream::connect(&path));
 
                 // Timeout mode: the connect waits, then times out.
                 sync::set_default_timeout(Some(T));
-                let start = Instant::now();
-                let e = UnixStream::connect(&path).unwrap_err();
-                assert_timed_out(start.elapsed(), T);
-                assert_timed_out_error(&e);
+                assert_times_out(T, || UnixStream::connect(&path));
 
                 // Blocking: the connect completes once the listener makes room.
                 sync::set_default_timeout(None);
@@ -752,20 +768,11 @@ fn datagram_recv_follows_the_mode() {
         let mut buf = [0; 16];
 
         a.set_blocking(false).unwrap();
-        let start = Instant::now();
-        let e = a.recv_from(&mut buf).unwrap_err();
-        assert_prompt(start.elapsed(), "recv_from");
-        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
+        expect_kind_promptly(ErrorKind::WouldBlock, "recv_from", || a.recv_from(&mut buf));
 
         a.set_timeout(Some(T)).unwrap();
-        let start = Instant::now();
-        let e = a.recv(&mut buf).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
-        let start = Instant::now();
-        let e = a.recv_from(&mut buf).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        assert_times_out(T, || a.recv(&mut buf));
+        assert_times_out(T, || a.recv_from(&mut buf));
 
         // Zero-length receives neither wait nor consume.
         for mode in MODES {
@@ -799,47 +806,19 @@ fn datagram_send_to_a_full_receiver_waits_for_room() {
         let receiver = UnixDatagram::bind(&path).unwrap();
         let sender = UnixDatagram::unbound().unwrap();
         sender.set_blocking(false).unwrap();
-        let mut full = false;
-        for _ in 0..FILL_LIMIT {
-            match sender.send_to(b"filler", &path) {
-                Ok(_) => {}
-                Err(e) => {
-                    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
-                    full = true;
-                    break;
-                }
-            }
-        }
-        assert!(full, "the receiver's queue never filled");
+        fill_until_would_block(FILL_LIMIT, "the receiver's queue", || {
+            sender.send_to(b"filler", &path)
+        });
 
         sender.set_timeout(Some(T)).unwrap();
-        let start = Instant::now();
-        let e = sender.send_to(b"late", &path).unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        assert_times_out(T, || sender.send_to(b"late", &path));
 
         // Blocking: the send completes once the receiver drains.
         sender.set_blocking(true).unwrap();
         let target = path.0.clone();
-        let blocked =
-            thread::spawn(move || sender.send_to(b"last", target).map(|n| (n, Instant::now())));
-        thread::sleep(Duration::from_millis(100));
-        let drained = Instant::now();
-        let last = drain(&receiver, b"last", || blocked.is_finished());
-        let (n, sent) = blocked.join().unwrap().unwrap();
-        assert_eq!(n, 4);
-        assert!(
-            sent >= drained,
-            "the blocking send_to to a full receiver returned before the drain began"
-        );
-        assert_prompt(
-            sent.saturating_duration_since(drained),
-            "the send_to after the receiver drained",
-        );
-        assert!(
-            last || drain(&receiver, b"last", || true),
-            "the datagram sent last was lost"
-        );
+        blocked_send_completes_after_drain(&receiver, "send_to", "receiver", move |last| {
+            sender.send_to(last, target)
+        });
     });
 }
 
@@ -848,46 +827,16 @@ fn datagram_send_to_a_full_connected_peer_follows_the_mode() {
     watchdog(WATCHDOG, || {
         let (a, b) = UnixDatagram::pair().unwrap();
         a.set_blocking(false).unwrap();
-        let mut full = false;
-        for _ in 0..FILL_LIMIT {
-            match a.send(b"filler") {
-                Ok(_) => {}
-                Err(e) => {
-                    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
-                    full = true;
-                    break;
-                }
-            }
-        }
-        assert!(full, "the peer's queue never filled");
+        fill_until_would_block(FILL_LIMIT, "the peer's queue", || a.send(b"filler"));
 
         a.set_timeout(Some(T)).unwrap();
-        let start = Instant::now();
-        let e = a.send(b"late").unwrap_err();
-        assert_timed_out(start.elapsed(), T);
-        assert_timed_out_error(&e);
+        assert_times_out(T, || a.send(b"late"));
 
         a.set_blocking(true).unwrap();
-        let blocked = thread::spawn(move || a.send(b"last").map(|n| (n, Instant::now())));
-        thread::sleep(Duration::from_millis(100));
         // A socketpair's sends are limited by the sender's buffer, which
-        // counts as having room again only once mostly drained: drain it all.
-        let drained = Instant::now();
-        let last = drain(&b, b"last", || blocked.is_finished());
-        let (n, sent) = blocked.join().unwrap().unwrap();
-        assert_eq!(n, 4);
-        assert!(
-            sent >= drained,
-            "the blocking send to a full peer returned before the drain began"
-        );
-        assert_prompt(
-            sent.saturating_duration_since(drained),
-            "the send after the peer drained",
-        );
-        assert!(
-            last || drain(&b, b"last", || true),
-            "the datagram sent last was lost"
-        );
+        // counts as having room again only once mostly drained: the helper
+        // drains it all.
+        blocked_send_completes_after_drain(&b, "send", "peer", move |last| a.send(last));
     });
 }
 
@@ -1001,10 +950,9 @@ fn new_unix_sockets_take_the_default_timeout() {
                 let _client2 = UnixStream::connect(&path).unwrap();
                 let (server2, _) = listener.accept().unwrap();
                 assert!(!server2.is_blocking());
-                let start = Instant::now();
-                let e = server2.recv(&mut [0; 4]).unwrap_err();
-                assert_prompt(start.elapsed(), "recv under a zero default");
-                assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e:?}");
+                expect_kind_promptly(ErrorKind::WouldBlock, "recv under a zero default", || {
+                    server2.recv(&mut [0; 4])
+                });
 
                 sync::set_default_timeout(None);
                 assert_eq!(UnixStream::pair().unwrap().0.mode(), Mode::Blocking);

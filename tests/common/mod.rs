@@ -173,6 +173,19 @@ pub(crate) fn assert_not_late(elapsed: Duration, t: Duration) {
     );
 }
 
+/// Runs `call`, a call in timeout mode with timeout `t`, and asserts that it
+/// timed out ([`expect_timed_out`]) after `t`, never early
+/// ([`assert_timed_out`]).
+#[track_caller]
+pub(crate) fn assert_times_out<R: std::fmt::Debug>(
+    t: Duration,
+    call: impl FnOnce() -> io::Result<R>,
+) {
+    let (result, elapsed) = timed(call);
+    expect_timed_out(result);
+    assert_timed_out(elapsed, t);
+}
+
 /// `what` took `elapsed`, and should not have waited at all.
 #[track_caller]
 pub(crate) fn assert_prompt(elapsed: Duration, what: &str) {
@@ -194,6 +207,20 @@ pub(crate) fn expect_kind<R: std::fmt::Debug>(result: io::Result<R>, kind: Error
             e
         }
     }
+}
+
+/// Runs `call` and asserts that it failed with `kind` ([`expect_kind`]) and
+/// did not wait ([`assert_prompt`] with `what`); returns the error.
+#[track_caller]
+pub(crate) fn expect_kind_promptly<R: std::fmt::Debug>(
+    kind: ErrorKind,
+    what: &str,
+    call: impl FnOnce() -> io::Result<R>,
+) -> io::Error {
+    let (result, elapsed) = timed(call);
+    let e = expect_kind(result, kind);
+    assert_prompt(elapsed, what);
+    e
 }
 
 /// The error of a call in timeout mode whose deadline passed (R2):
