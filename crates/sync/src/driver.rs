@@ -21,7 +21,8 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::thread::{self, Thread};
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 use ontime_core::unix::SourceFd;
 use ontime_core::{Direction, Handler, Interest, Reactor, Ready, Remote, TimerId, Token};
 use slab::Slab;
+use socket2::SockRef;
 
 use crate::mode::Deadline;
 
@@ -115,6 +117,13 @@ pub(crate) struct Io<S> {
 #[derive(Default)]
 struct Kin {
     members: Mutex<Vec<Weak<dyn Registered>>>,
+    /// Set by a successful `shutdown(Read)` or `shutdown(Both)` through any
+    /// member, before the waiters are woken. Linux answers a non-blocking
+    /// receive on a Unix datagram socket shut down for reading with `EAGAIN`
+    /// for ever, but a blocking one with 0, and no readiness event follows
+    /// the `EAGAIN`: its waiting receives check this to return 0 as the
+    /// blocking kernel call would (R13).
+    read_shut: AtomicBool,
 }
 
 impl std::fmt::Debug for Kin {
@@ -184,9 +193,15 @@ impl<S: AsRawFd + Send + Sync + 'static> Handle<S> {
         &self.io
     }
 
+    /// Whether the socket was shut down for reading through this handle or
+    /// any of its duplicates (see [`shutdown_and_wake`](Handle::shutdown_and_wake)).
+    pub(crate) fn is_read_shut(&self) -> bool {
+        self.io.kin.read_shut.load(Ordering::Acquire)
+    }
+
     /// Wakes every call waiting on this socket, through any of its
     /// duplicates (used by `shutdown`, R13).
-    pub(crate) fn kick(&self) {
+    fn kick(&self) {
         let members: Vec<Arc<dyn Registered>> = self
             .io
             .kin
@@ -205,6 +220,28 @@ impl<S: AsRawFd + Send + Sync + 'static> Handle<S> {
                 }
             }
         }
+    }
+}
+
+impl<S: AsRawFd + AsFd + Send + Sync + 'static> Handle<S> {
+    /// `shutdown(2)`, then wakes the calls blocked on the socket through any
+    /// of its duplicates, whatever the result (R13). A successful shutdown of
+    /// the read side is recorded first (see [`is_read_shut`](Handle::is_read_shut)),
+    /// so that the woken calls see it.
+    ///
+    /// Not named `shutdown`: that would hide the socket's own, reached
+    /// through `Deref`.
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged (for example `NotConnected`).
+    pub(crate) fn shutdown_and_wake(&self, how: Shutdown) -> io::Result<()> {
+        let result = SockRef::from(&self.io.sock).shutdown(how);
+        if result.is_ok() && matches!(how, Shutdown::Read | Shutdown::Both) {
+            self.io.kin.read_shut.store(true, Ordering::Release);
+        }
+        self.kick();
+        result
     }
 }
 

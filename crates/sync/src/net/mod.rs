@@ -11,13 +11,29 @@ pub use udp::UdpSocket;
 #[cfg(unix)]
 pub use unix::{UnixDatagram, UnixListener, UnixStream};
 
-/// Implements the mode methods, descriptor access and [`Selectable`] for a
-/// socket type with fields `handle: Handle<_>` and `mode: ModeCell`.
+/// Implements the mode methods, `try_clone`, `take_error`, descriptor access,
+/// [`Selectable`], the private `from_std` and `From<$std>` for a socket type
+/// with fields `handle: Handle<$std>` and `mode: ModeCell`.
 ///
-/// `$make` is doctest code that binds `sock` to a new socket of the type.
+/// `$std` is the std socket type wrapped; `$make` is doctest code that binds
+/// `sock` to a new socket of the type.
 macro_rules! socket_common {
-    ($ty:ident, $make:literal) => {
+    ($ty:ident, $std:ty, $make:literal) => {
         impl $ty {
+            /// Wraps `sock` in `mode`, putting its descriptor in non-blocking
+            /// mode (R11).
+            ///
+            /// # Errors
+            ///
+            /// The OS error of `set_nonblocking`, unlike `From`, which logs it.
+            fn from_std(sock: $std, mode: $crate::Mode) -> std::io::Result<$ty> {
+                sock.set_nonblocking(true)?;
+                Ok($ty {
+                    handle: $crate::driver::Handle::new(sock),
+                    mode: $crate::mode::ModeCell::new(mode),
+                })
+            }
+
             #[doc = concat!("Sets the mode as Python's `settimeout` (rule R1): `None` is blocking, zero is\n",
                 "non-blocking, anything else is timeout mode. It applies to calls that start\n",
                 "afterwards, never to a call already waiting (R4).\n\n",
@@ -73,9 +89,62 @@ macro_rules! socket_common {
                 Ok(())
             }
 
+            #[doc = concat!("A new handle to the same socket, as Python's `dup`: it starts in this\n",
+                "handle's mode; afterwards the two modes are independent (R11). Where the\n",
+                "type has a `shutdown`, one through either handle wakes the calls waiting\n",
+                "on both (R13).\n\n",
+                "# Examples\n\n```\nuse std::time::Duration;\n# fn main() -> std::io::Result<()> {\n",
+                $make, "\nsock.set_timeout(Some(Duration::from_secs(1)))?;\n",
+                "let clone = sock.try_clone()?;\n",
+                "assert_eq!(clone.timeout(), Some(Duration::from_secs(1)));\n",
+                "clone.set_blocking(false)?;\n",
+                "assert_eq!(sock.timeout(), Some(Duration::from_secs(1)));\n",
+                "# Ok(())\n# }\n```\n\n# Errors\n\n",
+                "The OS error duplicating the descriptor (for example `EMFILE`).")]
+            pub fn try_clone(&self) -> std::io::Result<$ty> {
+                Ok($ty {
+                    handle: self.handle.duplicate(<$std>::try_clone)?,
+                    mode: $crate::mode::ModeCell::new(self.mode()),
+                })
+            }
+
+            #[doc = concat!("Takes the socket's pending error (`SO_ERROR`), clearing it: for example,\n",
+                "on a UDP socket, the `ConnectionRefused` of an earlier datagram to a\n",
+                "closed port.\n\n",
+                "# Examples\n\n```\n# fn main() -> std::io::Result<()> {\n",
+                $make, "\nassert!(sock.take_error()?.is_none());\n",
+                "# Ok(())\n# }\n```\n\n# Errors\n\nThe OS error of the query itself.")]
+            pub fn take_error(&self) -> std::io::Result<Option<std::io::Error>> {
+                self.handle.take_error()
+            }
+
             /// The deadline of a call starting now (rule R3).
             fn deadline(&self) -> $crate::mode::Deadline {
                 self.mode.get().deadline()
+            }
+        }
+
+        /// Wraps a std socket (for example one made with socket2 to set
+        /// options first, such as a listener's backlog), putting its
+        /// descriptor in non-blocking mode (R11); the new socket has the
+        /// default timeout's mode (R7).
+        ///
+        /// # Panics
+        ///
+        /// Never; if the descriptor cannot be made non-blocking (it is not a
+        /// socket), later calls fail with the OS error instead.
+        impl From<$std> for $ty {
+            fn from(sock: $std) -> $ty {
+                if let Err(e) = sock.set_nonblocking(true) {
+                    log::debug!(
+                        "set_nonblocking on a converted {} failed: {e}",
+                        stringify!($ty)
+                    );
+                }
+                $ty {
+                    handle: $crate::driver::Handle::new(sock),
+                    mode: $crate::mode::ModeCell::new($crate::mode::default_mode()),
+                }
             }
         }
 

@@ -1,8 +1,8 @@
 //! What the stream sockets (TCP and Unix) share: receiving, sending with one
-//! deadline per call, shutdown, and finishing a non-blocking connect.
+//! deadline per call, and finishing a non-blocking connect. (Shutdown is the
+//! driver's `Handle::shutdown_and_wake`, shared with datagram sockets.)
 
 use std::io::{self, Read};
-use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd};
 
 use ontime_core::Direction;
@@ -92,16 +92,6 @@ where
         wrote_zero,
         |sock, done| send_no_signal(sock, &buf[done..]),
     )
-}
-
-/// `shutdown`, then wakes the calls blocked on the socket (R13).
-pub(crate) fn shutdown<S>(handle: &Handle<S>, how: Shutdown) -> io::Result<()>
-where
-    S: AsRawFd + AsFd + Send + Sync + 'static,
-{
-    let result = SockRef::from(&**handle).shutdown(how);
-    handle.kick();
-    result
 }
 
 /// Waits, until `deadline`, for a connect that returned [`EINPROGRESS`] to

@@ -50,6 +50,7 @@ pub struct TcpStream {
 
 socket_common!(
     TcpStream,
+    net::TcpStream,
     "let listener = std::net::TcpListener::bind(\"127.0.0.1:0\")?;\nlet sock = ontime_sync::TcpStream::connect(listener.local_addr()?)?;"
 );
 stream_read_write!(TcpStream);
@@ -123,11 +124,7 @@ impl TcpStream {
     fn connect_one(addr: SocketAddr, mode: Mode) -> io::Result<TcpStream> {
         let deadline = mode.deadline();
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_nonblocking(true)?;
-        let conn = TcpStream {
-            handle: Handle::new(net::TcpStream::from(socket)),
-            mode: ModeCell::new(mode),
-        };
+        let conn = TcpStream::from_std(net::TcpStream::from(socket), mode)?;
         match SockRef::from(&*conn.handle).connect(&addr.into()) {
             Ok(()) => return Ok(conn),
             // Only EINPROGRESS means "connecting in the background". A TCP
@@ -142,16 +139,6 @@ impl TcpStream {
         }
         stream::finish_connect(&conn.handle, deadline)?;
         Ok(conn)
-    }
-
-    /// Wraps a connected std stream, which is put in non-blocking mode; the
-    /// new stream has the default timeout's mode (R7).
-    fn from_std_stream(stream: net::TcpStream, mode: Mode) -> io::Result<TcpStream> {
-        stream.set_nonblocking(true)?;
-        Ok(TcpStream {
-            handle: Handle::new(stream),
-            mode: ModeCell::new(mode),
-        })
     }
 
     /// Receives into `buf`, as Python's `recv`. Returns 0 at end of file, and
@@ -219,20 +206,7 @@ impl TcpStream {
     ///
     /// The OS error unchanged (for example `NotConnected`).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        stream::shutdown(&self.handle, how)
-    }
-
-    /// A new handle to the same connection, as Python's `dup`: it starts in
-    /// this handle's mode; afterwards the two modes are independent (R11).
-    ///
-    /// # Errors
-    ///
-    /// The OS error duplicating the descriptor (for example `EMFILE`).
-    pub fn try_clone(&self) -> io::Result<TcpStream> {
-        Ok(TcpStream {
-            handle: self.handle.duplicate(net::TcpStream::try_clone)?,
-            mode: ModeCell::new(self.mode()),
-        })
+        self.handle.shutdown_and_wake(how)
     }
 
     /// The local address.
@@ -279,33 +253,6 @@ impl TcpStream {
     pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
         self.handle.set_ttl(ttl)
     }
-
-    /// Takes the socket's pending error (`SO_ERROR`).
-    ///
-    /// # Errors
-    ///
-    /// The OS error of the query itself.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.handle.take_error()
-    }
-}
-
-/// Wraps a std stream; the new stream has the default timeout's mode (R7).
-///
-/// # Panics
-///
-/// Never; if the descriptor cannot be made non-blocking (it is not a
-/// socket), later calls fail with the OS error instead.
-impl From<net::TcpStream> for TcpStream {
-    fn from(stream: net::TcpStream) -> TcpStream {
-        if let Err(e) = stream.set_nonblocking(true) {
-            log::debug!("set_nonblocking on a converted stream failed: {e}");
-        }
-        TcpStream {
-            handle: Handle::new(stream),
-            mode: ModeCell::new(default_mode()),
-        }
-    }
 }
 
 /// A TCP listening socket with Python's three modes.
@@ -331,6 +278,7 @@ pub struct TcpListener {
 
 socket_common!(
     TcpListener,
+    net::TcpListener,
     "let sock = ontime_sync::TcpListener::bind(\"127.0.0.1:0\")?;"
 );
 
@@ -364,12 +312,7 @@ impl TcpListener {
         socket.set_reuse_address(true)?;
         socket.bind(&addr.into())?;
         socket.listen(1024)?;
-        // Here, unlike in `From`, a failure is returned rather than logged.
-        socket.set_nonblocking(true)?;
-        Ok(TcpListener {
-            handle: Handle::new(net::TcpListener::from(socket)),
-            mode: ModeCell::new(default_mode()),
-        })
+        TcpListener::from_std(net::TcpListener::from(socket), default_mode())
     }
 
     /// Accepts a connection, as Python's `accept`. The new stream's mode is
@@ -383,24 +326,12 @@ impl TcpListener {
         let (stream, addr) = retry(&self.handle, Direction::Read, self.deadline(), |sock| {
             sock.accept()
         })?;
-        Ok((TcpStream::from_std_stream(stream, default_mode())?, addr))
+        Ok((TcpStream::from_std(stream, default_mode())?, addr))
     }
 
     /// An iterator over accepted connections, each as [`accept`](TcpListener::accept).
     pub fn incoming(&self) -> Incoming<'_> {
         Incoming { listener: self }
-    }
-
-    /// A new handle to the same listening socket, in this handle's mode (R11).
-    ///
-    /// # Errors
-    ///
-    /// The OS error duplicating the descriptor.
-    pub fn try_clone(&self) -> io::Result<TcpListener> {
-        Ok(TcpListener {
-            handle: self.handle.duplicate(net::TcpListener::try_clone)?,
-            mode: ModeCell::new(self.mode()),
-        })
     }
 
     /// The local address.
@@ -410,29 +341,6 @@ impl TcpListener {
     /// The OS error unchanged.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.handle.local_addr()
-    }
-
-    /// Takes the socket's pending error (`SO_ERROR`).
-    ///
-    /// # Errors
-    ///
-    /// The OS error of the query itself.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.handle.take_error()
-    }
-}
-
-/// Wraps a std listener (for example one made with socket2 for its backlog);
-/// the listener has the default timeout's mode (R7).
-impl From<net::TcpListener> for TcpListener {
-    fn from(listener: net::TcpListener) -> TcpListener {
-        if let Err(e) = listener.set_nonblocking(true) {
-            log::debug!("set_nonblocking on a converted listener failed: {e}");
-        }
-        TcpListener {
-            handle: Handle::new(listener),
-            mode: ModeCell::new(default_mode()),
-        }
     }
 }
 

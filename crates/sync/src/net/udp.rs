@@ -46,6 +46,7 @@ pub struct UdpSocket {
 
 socket_common!(
     UdpSocket,
+    net::UdpSocket,
     "let sock = ontime_sync::UdpSocket::bind(\"127.0.0.1:0\")?;"
 );
 
@@ -68,16 +69,7 @@ impl UdpSocket {
     /// The last address's OS error (for example `AddrInUse`), or
     /// `InvalidInput` if `addr` resolves to no address.
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
-        UdpSocket::from_std_socket(net::UdpSocket::bind(addr)?, default_mode())
-    }
-
-    /// Wraps a std socket, which is put in non-blocking mode.
-    fn from_std_socket(sock: net::UdpSocket, mode: crate::Mode) -> io::Result<UdpSocket> {
-        sock.set_nonblocking(true)?;
-        Ok(UdpSocket {
-            handle: Handle::new(sock),
-            mode: ModeCell::new(mode),
-        })
+        UdpSocket::from_std(net::UdpSocket::bind(addr)?, default_mode())
     }
 
     /// Sets the socket's default destination, and limits [`recv`](UdpSocket::recv)
@@ -286,35 +278,6 @@ impl UdpSocket {
         })
     }
 
-    /// A new handle to the same socket, as Python's `dup`: it starts in this
-    /// handle's mode; afterwards the two modes are independent (R11).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// # fn main() -> std::io::Result<()> {
-    /// let sock = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
-    /// sock.set_timeout(Some(Duration::from_secs(1)))?;
-    /// let clone = sock.try_clone()?;
-    /// assert_eq!(clone.timeout(), Some(Duration::from_secs(1)));
-    /// clone.set_blocking(false)?;
-    /// assert_eq!(sock.timeout(), Some(Duration::from_secs(1)));
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// The OS error duplicating the descriptor (for example `EMFILE`).
-    pub fn try_clone(&self) -> io::Result<UdpSocket> {
-        Ok(UdpSocket {
-            handle: self.handle.duplicate(net::UdpSocket::try_clone)?,
-            mode: ModeCell::new(self.mode()),
-        })
-    }
-
     /// The local address.
     ///
     /// # Errors
@@ -368,33 +331,5 @@ impl UdpSocket {
     /// The OS error unchanged.
     pub fn ttl(&self) -> io::Result<u32> {
         self.handle.ttl()
-    }
-
-    /// Takes the socket's pending error (`SO_ERROR`), for example the
-    /// `ConnectionRefused` of an earlier datagram to a closed port.
-    ///
-    /// # Errors
-    ///
-    /// The OS error of the query itself.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.handle.take_error()
-    }
-}
-
-/// Wraps a std socket; the new socket has the default timeout's mode (R7).
-///
-/// # Panics
-///
-/// Never; if the descriptor cannot be made non-blocking (it is not a
-/// socket), later calls fail with the OS error instead.
-impl From<net::UdpSocket> for UdpSocket {
-    fn from(sock: net::UdpSocket) -> UdpSocket {
-        if let Err(e) = sock.set_nonblocking(true) {
-            log::debug!("set_nonblocking on a converted UDP socket failed: {e}");
-        }
-        UdpSocket {
-            handle: Handle::new(sock),
-            mode: ModeCell::new(default_mode()),
-        }
     }
 }

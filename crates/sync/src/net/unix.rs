@@ -12,8 +12,6 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{self, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ontime_core::Direction;
@@ -114,6 +112,7 @@ pub struct UnixStream {
 
 socket_common!(
     UnixStream,
+    net::UnixStream,
     "let (sock, _peer) = ontime_sync::UnixStream::pair()?;"
 );
 stream_read_write!(UnixStream);
@@ -164,11 +163,7 @@ impl UnixStream {
         let deadline = mode.deadline();
         let addr = SockAddr::unix(path)?;
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        socket.set_nonblocking(true)?;
-        let conn = UnixStream {
-            handle: Handle::new(net::UnixStream::from(socket)),
-            mode: ModeCell::new(mode),
-        };
+        let conn = UnixStream::from_std(net::UnixStream::from(socket), mode)?;
         let in_progress = retry_with_backoff(deadline, || {
             match SockRef::from(&*conn.handle).connect(&addr) {
                 Ok(()) => Ok(false),
@@ -203,18 +198,9 @@ impl UnixStream {
         let (a, b) = net::UnixStream::pair()?;
         let mode = default_mode();
         Ok((
-            UnixStream::from_std_stream(a, mode)?,
-            UnixStream::from_std_stream(b, mode)?,
+            UnixStream::from_std(a, mode)?,
+            UnixStream::from_std(b, mode)?,
         ))
-    }
-
-    /// Wraps a connected std stream, which is put in non-blocking mode.
-    fn from_std_stream(stream: net::UnixStream, mode: Mode) -> io::Result<UnixStream> {
-        stream.set_nonblocking(true)?;
-        Ok(UnixStream {
-            handle: Handle::new(stream),
-            mode: ModeCell::new(mode),
-        })
     }
 
     /// Receives into `buf`, as Python's `recv`. Returns 0 at end of file, and
@@ -369,32 +355,7 @@ impl UnixStream {
     ///
     /// The OS error unchanged (for example `NotConnected`).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        stream::shutdown(&self.handle, how)
-    }
-
-    /// A new handle to the same connection, as Python's `dup`: it starts in
-    /// this handle's mode; afterwards the two modes are independent (R11).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> std::io::Result<()> {
-    /// let (a, _b) = ontime_sync::UnixStream::pair()?;
-    /// a.set_blocking(false)?;
-    /// let clone = a.try_clone()?;
-    /// assert!(!clone.is_blocking());
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// The OS error duplicating the descriptor (for example `EMFILE`).
-    pub fn try_clone(&self) -> io::Result<UnixStream> {
-        Ok(UnixStream {
-            handle: self.handle.duplicate(net::UnixStream::try_clone)?,
-            mode: ModeCell::new(self.mode()),
-        })
+        self.handle.shutdown_and_wake(how)
     }
 
     /// The local address (unnamed for a connecting or paired stream).
@@ -413,33 +374,6 @@ impl UnixStream {
     /// The OS error unchanged.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.handle.peer_addr()
-    }
-
-    /// Takes the socket's pending error (`SO_ERROR`).
-    ///
-    /// # Errors
-    ///
-    /// The OS error of the query itself.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.handle.take_error()
-    }
-}
-
-/// Wraps a std stream; the new stream has the default timeout's mode (R7).
-///
-/// # Panics
-///
-/// Never; if the descriptor cannot be made non-blocking, later calls fail
-/// with the OS error instead.
-impl From<net::UnixStream> for UnixStream {
-    fn from(stream: net::UnixStream) -> UnixStream {
-        if let Err(e) = stream.set_nonblocking(true) {
-            log::debug!("set_nonblocking on a converted Unix stream failed: {e}");
-        }
-        UnixStream {
-            handle: Handle::new(stream),
-            mode: ModeCell::new(default_mode()),
-        }
     }
 }
 
@@ -472,6 +406,7 @@ pub struct UnixListener {
 
 socket_common!(
     UnixListener,
+    net::UnixListener,
     "let path = std::env::temp_dir().join(format!(\"ontime-doc-unix-modes-{}.sock\", std::process::id()));\n# let _ = std::fs::remove_file(&path);\nlet sock = ontime_sync::UnixListener::bind(&path)?;\n# std::fs::remove_file(&path)?;"
 );
 
@@ -497,12 +432,7 @@ impl UnixListener {
     /// `AddrInUse` if `path` exists, `InvalidInput` if it is too long, or
     /// another OS error unchanged.
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
-        let listener = net::UnixListener::bind(path)?;
-        listener.set_nonblocking(true)?;
-        Ok(UnixListener {
-            handle: Handle::new(listener),
-            mode: ModeCell::new(default_mode()),
-        })
+        UnixListener::from_std(net::UnixListener::bind(path)?, default_mode())
     }
 
     /// Accepts a connection, as Python's `accept`. The new stream's mode is
@@ -533,7 +463,7 @@ impl UnixListener {
         let (stream, addr) = retry(&self.handle, Direction::Read, self.deadline(), |sock| {
             sock.accept()
         })?;
-        Ok((UnixStream::from_std_stream(stream, default_mode())?, addr))
+        Ok((UnixStream::from_std(stream, default_mode())?, addr))
     }
 
     /// An endless iterator over accepted connections, each as
@@ -549,41 +479,6 @@ impl UnixListener {
     /// The OS error unchanged.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.handle.local_addr()
-    }
-
-    /// A new handle to the same listening socket, in this handle's mode (R11).
-    ///
-    /// # Errors
-    ///
-    /// The OS error duplicating the descriptor.
-    pub fn try_clone(&self) -> io::Result<UnixListener> {
-        Ok(UnixListener {
-            handle: self.handle.duplicate(net::UnixListener::try_clone)?,
-            mode: ModeCell::new(self.mode()),
-        })
-    }
-
-    /// Takes the socket's pending error (`SO_ERROR`).
-    ///
-    /// # Errors
-    ///
-    /// The OS error of the query itself.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.handle.take_error()
-    }
-}
-
-/// Wraps a std listener (for example one made with socket2 for its
-/// backlog); the listener has the default timeout's mode (R7).
-impl From<net::UnixListener> for UnixListener {
-    fn from(listener: net::UnixListener) -> UnixListener {
-        if let Err(e) = listener.set_nonblocking(true) {
-            log::debug!("set_nonblocking on a converted Unix listener failed: {e}");
-        }
-        UnixListener {
-            handle: Handle::new(listener),
-            mode: ModeCell::new(default_mode()),
-        }
     }
 }
 
@@ -610,16 +505,11 @@ impl From<net::UnixListener> for UnixListener {
 pub struct UnixDatagram {
     handle: Handle<net::UnixDatagram>,
     mode: ModeCell,
-    /// Set by `shutdown(Read)` or `shutdown(Both)` through this handle or
-    /// one cloned from it (clones share it). Linux answers a non-blocking
-    /// receive on such a socket with `EAGAIN` for ever, but a blocking one
-    /// with 0, and no readiness event follows the `EAGAIN`: waiting calls
-    /// check this to return 0 as the blocking kernel call would (R13).
-    read_shut: Arc<AtomicBool>,
 }
 
 socket_common!(
     UnixDatagram,
+    net::UnixDatagram,
     "let sock = ontime_sync::UnixDatagram::unbound()?;"
 );
 
@@ -644,7 +534,7 @@ impl UnixDatagram {
     /// `AddrInUse` if `path` exists, `InvalidInput` if it is too long, or
     /// another OS error unchanged.
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixDatagram> {
-        UnixDatagram::from_std_socket(net::UnixDatagram::bind(path)?, default_mode())
+        UnixDatagram::from_std(net::UnixDatagram::bind(path)?, default_mode())
     }
 
     /// A datagram socket bound to no address, in the default timeout's mode
@@ -664,7 +554,7 @@ impl UnixDatagram {
     ///
     /// The OS error unchanged.
     pub fn unbound() -> io::Result<UnixDatagram> {
-        UnixDatagram::from_std_socket(net::UnixDatagram::unbound()?, default_mode())
+        UnixDatagram::from_std(net::UnixDatagram::unbound()?, default_mode())
     }
 
     /// A pair of datagram sockets connected to each other, both in the
@@ -689,19 +579,9 @@ impl UnixDatagram {
         let (a, b) = net::UnixDatagram::pair()?;
         let mode = default_mode();
         Ok((
-            UnixDatagram::from_std_socket(a, mode)?,
-            UnixDatagram::from_std_socket(b, mode)?,
+            UnixDatagram::from_std(a, mode)?,
+            UnixDatagram::from_std(b, mode)?,
         ))
-    }
-
-    /// Wraps a std socket, which is put in non-blocking mode.
-    fn from_std_socket(sock: net::UnixDatagram, mode: Mode) -> io::Result<UnixDatagram> {
-        sock.set_nonblocking(true)?;
-        Ok(UnixDatagram {
-            handle: Handle::new(sock),
-            mode: ModeCell::new(mode),
-            read_shut: Arc::new(AtomicBool::new(false)),
-        })
     }
 
     /// Runs the receive `op` through [`retry`]. Once the socket is shut down
@@ -720,7 +600,7 @@ impl UnixDatagram {
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
                         && deadline != Deadline::Now
-                        && self.read_shut.load(Ordering::Acquire) =>
+                        && self.handle.is_read_shut() =>
                 {
                     shut()
                 }
@@ -933,27 +813,7 @@ impl UnixDatagram {
     ///
     /// The OS error unchanged.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        let result = self.handle.shutdown(how);
-        if result.is_ok() && matches!(how, Shutdown::Read | Shutdown::Both) {
-            // Before the kick, so that the woken calls see it.
-            self.read_shut.store(true, Ordering::Release);
-        }
-        self.handle.kick();
-        result
-    }
-
-    /// A new handle to the same socket, as Python's `dup`: it starts in this
-    /// handle's mode; afterwards the two modes are independent (R11).
-    ///
-    /// # Errors
-    ///
-    /// The OS error duplicating the descriptor (for example `EMFILE`).
-    pub fn try_clone(&self) -> io::Result<UnixDatagram> {
-        Ok(UnixDatagram {
-            handle: self.handle.duplicate(net::UnixDatagram::try_clone)?,
-            mode: ModeCell::new(self.mode()),
-            read_shut: Arc::clone(&self.read_shut),
-        })
+        self.handle.shutdown_and_wake(how)
     }
 
     /// The local address (unnamed if not bound).
@@ -973,34 +833,5 @@ impl UnixDatagram {
     /// another OS error unchanged.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.handle.peer_addr()
-    }
-
-    /// Takes the socket's pending error (`SO_ERROR`).
-    ///
-    /// # Errors
-    ///
-    /// The OS error of the query itself.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.handle.take_error()
-    }
-}
-
-/// Wraps a std datagram socket; the new socket has the default timeout's
-/// mode (R7).
-///
-/// # Panics
-///
-/// Never; if the descriptor cannot be made non-blocking, later calls fail
-/// with the OS error instead.
-impl From<net::UnixDatagram> for UnixDatagram {
-    fn from(sock: net::UnixDatagram) -> UnixDatagram {
-        if let Err(e) = sock.set_nonblocking(true) {
-            log::debug!("set_nonblocking on a converted Unix datagram socket failed: {e}");
-        }
-        UnixDatagram {
-            handle: Handle::new(sock),
-            mode: ModeCell::new(default_mode()),
-            read_shut: Arc::new(AtomicBool::new(false)),
-        }
     }
 }
