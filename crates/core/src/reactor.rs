@@ -1,11 +1,17 @@
-//! The reactor: one `mio::Poll`, a slab of registrations, a timer wheel and a
-//! waker, turned by one thread.
+//! The reactor: one `mio::Poll`, a slab of registrations with their states,
+//! a timer wheel and a waker, turned by one thread.
 //!
 //! A turn is: compute the poll timeout from the wheel (zero if anything is
 //! already due), poll, dispatch I/O events (readiness disarms the matching
-//! I/O deadline), dispatch requeued readiness, drain a bounded batch of
-//! messages, then fire every timer that is due. I/O goes before timers so
-//! that data arriving in the same turn as its deadline wins.
+//! I/O deadline), dispatch requeued readiness, take what remotes sent, then
+//! fire every timer that is due. I/O goes before timers so that data
+//! arriving in the same turn as its deadline wins.
+//!
+//! A registration's state is lent to the handler for the duration of each
+//! call about it: taken out of its slab entry, then put back. Registration
+//! changes the handler asks for meanwhile (a new interest, deregistering)
+//! need the source inside that state, so they are carried out as the call
+//! returns, before anything else is dispatched.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -17,9 +23,11 @@ use mio::event::Source;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::handler::{AsSource, Handler};
 use crate::ready::{Direction, Ready};
 use crate::remote::{Remote, Shared};
 use crate::timer::{Clock, TimerKey, Wheel};
+use crate::timers::{Interval, TimerId, Timers, UserTimer};
 
 /// The token of the reactor's own waker; never handed out.
 const WAKER: Token = Token(usize::MAX);
@@ -31,104 +39,45 @@ const DEFAULT_EVENTS: usize = 1024;
 /// Default number of messages handled per turn.
 const DEFAULT_MESSAGES_PER_TURN: usize = 256;
 
-/// What the embedding program is told. Implement the methods for the events
-/// you use; all but [`ready`](Handler::ready) default to doing nothing.
-///
-/// Every method gets the reactor, so a handler can register and deregister
-/// sources, move deadlines and start timers while it handles an event.
-///
-/// # Fairness
-///
-/// Readiness is edge-triggered: a source reported readable is not reported
-/// again until new data arrives. A handler that wants to cap the work it does
-/// for one source per turn (say, 16 requests) and let others run calls
-/// [`Reactor::requeue`] with the readiness it has not finished; it is then
-/// called again for that source on the next turn, after every other source
-/// that was ready.
-///
-/// # When a stream is drained
-///
-/// After an edge, read until the socket is drained: until `WouldBlock`, or
-/// (one system call fewer per message) until a read returns less than asked
-/// for, since on epoll and kqueue anything that arrives after that read
-/// raises a new edge. One exception: the read that takes the last bytes may
-/// also take the peer's FIN, after which nothing arrives and no edge comes;
-/// so once an event for the source has reported
-/// [`READ_CLOSED`](Ready::READ_CLOSED) or [`ERROR`](Ready::ERROR), read on
-/// until `0` or `WouldBlock`. Remember that in the connection's state: a
-/// requeued event carries only what the handler passed to `requeue`.
-/// `examples/echo_server.rs` does exactly this.
-pub trait Handler<M = ()> {
-    /// A registered source is ready.
-    fn ready(&mut self, reactor: &mut Reactor<M>, token: Token, ready: Ready);
-
-    /// An I/O deadline set with [`Reactor::set_deadline`] passed before the
-    /// source became ready in `direction`. The deadline is disarmed.
-    fn timed_out(&mut self, reactor: &mut Reactor<M>, token: Token, direction: Direction) {
-        let _ = (reactor, token, direction);
-    }
-
-    /// A timer started with [`Reactor::timer_at`], [`Reactor::timer_after`] or
-    /// [`Reactor::interval`] fired.
-    fn timer(&mut self, reactor: &mut Reactor<M>, timer: TimerId) {
-        let _ = (reactor, timer);
-    }
-
-    /// A message sent through a [`Remote`].
-    fn message(&mut self, reactor: &mut Reactor<M>, message: M) {
-        let _ = (reactor, message);
-    }
-
-    /// [`Remote::wake`] was called (once per turn, however many calls).
-    fn woken(&mut self, reactor: &mut Reactor<M>) {
-        let _ = reactor;
-    }
-}
-
-/// Names a timer started on a [`Reactor`]. A stale id (of a timer that fired
-/// or was cancelled) never touches another timer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TimerId {
-    index: u32,
-    serial: u32,
-}
+/// The readiness flags a registration keeps once seen: after them a short
+/// read no longer proves a stream drained (see [`Handler`]).
+const STICKY: Ready = Ready::READ_CLOSED.union(Ready::ERROR);
 
 /// What the wheel holds for each resident timer.
 ///
 /// Eight bytes, so that a wheel node is 32 (see `timer::wheel`): hence a
-/// `u32` token, which [`Reactor::register`] guarantees is enough.
+/// `u32` token, which [`Reactor::register`] guarantees is enough, and a
+/// `u32` index into the user timers, whose values live there.
 #[derive(Debug)]
 enum Expiry {
     /// The I/O deadline of a registration, by `Token.0`.
     Io { token: u32, direction: Direction },
-    /// A user timer: index into `Reactor::timers`.
+    /// A user timer, by its index in `Reactor::timers`.
     Timer(u32),
 }
 
 const _: () = assert!(std::mem::size_of::<Expiry>() == 8);
 
-/// One registered source.
+/// One registered source and its state.
 #[derive(Debug)]
-struct Registration {
-    /// The armed read and write deadlines, by [`Direction::index`].
+struct Registration<S> {
+    /// `None` while lent to the handler.
+    state: Option<S>,
+    /// The armed read and write deadlines, by [`dir`].
     ///
     /// Invariant: a key here names a live wheel entry whose value is
     /// `Expiry::Io` for this token and direction.
     deadlines: [Option<TimerKey>; 2],
+    /// The [`STICKY`] flags seen so far; added to every later event.
+    sticky: Ready,
+    /// An interest asked for while the state was lent, to apply when it
+    /// comes back.
+    interest: Option<Interest>,
     /// Deregistered during the current dispatch batch; the slot is freed when
     /// the batch ends, so a stale event in the batch cannot reach a new owner.
+    /// If the state was lent meanwhile, its source is deregistered from the
+    /// OS when it comes back.
     released: bool,
-}
-
-/// One user timer.
-#[derive(Debug)]
-struct UserTimer {
-    key: TimerKey,
-    serial: u32,
-    /// For an interval, its period.
-    period: Option<Duration>,
-    /// The instant it is due, for intervals to schedule the next one.
-    deadline: Instant,
 }
 
 /// Configures a [`Reactor`].
@@ -137,10 +86,17 @@ struct UserTimer {
 ///
 /// ```
 /// use std::time::Duration;
-/// use ontime_core::Reactor;
+/// use ontime_core::{Builder, Handler, Reactor};
+///
+/// struct Idle;
+/// impl Handler for Idle {
+///     type State = ();
+///     type Timer = ();
+///     type Message = ();
+/// }
 ///
 /// # fn main() -> std::io::Result<()> {
-/// let reactor: Reactor = Reactor::builder()
+/// let reactor: Reactor<Idle> = Builder::new()
 ///     .tick(Duration::from_millis(1))
 ///     .events_capacity(256)
 ///     .messages_per_turn(64)
@@ -167,7 +123,7 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// The default settings (the same as [`Reactor::builder`]).
+    /// The default settings.
     pub fn new() -> Builder {
         Builder::default()
     }
@@ -175,24 +131,20 @@ impl Builder {
     /// Length of one tick of the timer wheel (default 1 ms). Deadlines are
     /// rounded up to a tick: a timer fires no earlier than asked and, on an
     /// idle machine, less than a tick plus the scheduler's wake-up latency
-    /// late.
-    ///
-    /// # Panics
-    ///
-    /// [`build`](Builder::build) panics if the tick is zero.
+    /// late. [`build`](Builder::build) refuses a zero tick.
     pub fn tick(mut self, tick: Duration) -> Builder {
         self.tick = tick;
         self
     }
 
-    /// How many I/O events one poll can return (default 1024).
+    /// How many I/O events one poll can return (default 1024; at least 1).
     pub fn events_capacity(mut self, capacity: usize) -> Builder {
         self.events = capacity.max(1);
         self
     }
 
-    /// How many [`Remote`] messages one turn handles at most (default 256),
-    /// so that one producer cannot starve I/O.
+    /// How many [`Remote`] messages one turn handles at most (default 256;
+    /// at least 1), so that one producer cannot starve I/O.
     pub fn messages_per_turn(mut self, n: usize) -> Builder {
         self.messages_per_turn = n.max(1);
         self
@@ -202,12 +154,33 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// Any error creating the OS poller or its waker (for example `EMFILE`).
+    /// `InvalidInput` if the tick is zero; any error creating the OS poller
+    /// or its waker (for example `EMFILE`).
     ///
-    /// # Panics
+    /// # Examples
     ///
-    /// If the tick is zero.
-    pub fn build<M>(self) -> io::Result<Reactor<M>> {
+    /// ```
+    /// use std::io::ErrorKind;
+    /// use std::time::Duration;
+    /// use ontime_core::{Builder, Handler, Reactor};
+    ///
+    /// struct Idle;
+    /// impl Handler for Idle {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// let err = Builder::new().tick(Duration::ZERO).build::<Idle>().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// ```
+    pub fn build<H: Handler>(self) -> io::Result<Reactor<H>> {
+        if self.tick.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the tick of a reactor's timer wheel must not be zero",
+            ));
+        }
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let now = Instant::now();
@@ -217,11 +190,11 @@ impl Builder {
             registrations: Slab::new(),
             released: Vec::new(),
             dispatching: false,
+            source_of: None,
             wheel: Wheel::new(),
             clock: Clock::with_origin(now, self.tick),
             fired: Vec::new(),
-            timers: Slab::new(),
-            next_serial: 0,
+            timers: Timers::new(),
             requeued: Vec::new(),
             requeue_batch: Vec::new(),
             inbox: VecDeque::new(),
@@ -233,9 +206,9 @@ impl Builder {
 }
 
 /// A single-threaded event loop: I/O readiness from mio, I/O deadlines and
-/// timers from a hierarchical timer wheel, and messages from other threads.
-///
-/// `M` is the type of the messages other threads send through a [`Remote`].
+/// timers from a hierarchical timer wheel, and messages from other threads,
+/// delivered to the [`Handler`] `H` with the state each registration and
+/// timer carries.
 ///
 /// # Examples
 ///
@@ -243,13 +216,16 @@ impl Builder {
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use ontime_core::{Handler, Reactor, Ready, TimerId, Token};
+/// use ontime_core::{Handler, Reactor, TimerId};
 ///
 /// struct Once(Option<Instant>);
 ///
 /// impl Handler for Once {
-///     fn ready(&mut self, _: &mut Reactor, _: Token, _: Ready) {}
-///     fn timer(&mut self, reactor: &mut Reactor, _: TimerId) {
+///     type State = ();
+///     type Timer = ();
+///     type Message = ();
+///
+///     fn timer(&mut self, reactor: &mut Reactor<Once>, _: TimerId, _: &mut ()) {
 ///         self.0 = Some(Instant::now());
 ///         reactor.stop();
 ///     }
@@ -258,118 +234,175 @@ impl Builder {
 /// # fn main() -> std::io::Result<()> {
 /// let mut reactor = Reactor::new()?;
 /// let start = Instant::now();
-/// reactor.timer_after(Duration::from_millis(20));
+/// reactor.timer_after(Duration::from_millis(20), ());
 /// let mut handler = Once(None);
 /// reactor.run(&mut handler)?;
 /// assert!(handler.0.unwrap() - start >= Duration::from_millis(20));
 /// # Ok(())
 /// # }
 /// ```
-pub struct Reactor<M = ()> {
+pub struct Reactor<H: Handler> {
     poll: Poll,
     /// `None` only while a turn dispatches (a nested turn is refused).
     events: Option<Events>,
-    registrations: Slab<Registration>,
+    registrations: Slab<Registration<H::State>>,
     /// Tokens deregistered during the current batch, freed when it ends.
     released: Vec<usize>,
     dispatching: bool,
+    /// How to reach the source in a state: set by the first `register`,
+    /// which is the only place that knows `H::State: AsSource`. Used for
+    /// the registration changes made while a state was lent.
+    source_of: Option<fn(&mut H::State) -> &mut dyn Source>,
     wheel: Wheel<Expiry>,
     clock: Clock,
     /// Reused buffer for the timers one advance fires.
     fired: Vec<(TimerKey, Expiry)>,
-    timers: Slab<UserTimer>,
-    next_serial: u32,
+    timers: Timers<H::Timer>,
     /// Readiness to deliver again on the next turn.
     requeued: Vec<(Token, Ready)>,
     /// Reused buffer the requeued readiness is swapped into while dispatching.
     requeue_batch: Vec<(Token, Ready)>,
     /// Reused buffer for the messages one turn handles.
-    inbox: VecDeque<M>,
-    shared: Arc<Shared<M>>,
+    inbox: VecDeque<H::Message>,
+    shared: Arc<Shared<H::Message>>,
     messages_per_turn: usize,
+    /// A stop asked for with [`Reactor::stop`] or taken from a remote, not
+    /// yet consumed by [`Reactor::run`].
     stopping: bool,
 }
 
-impl Reactor {
-    /// A [`Builder`] to configure a reactor; [`Builder::build`] makes a
-    /// reactor of any message type.
-    pub fn builder() -> Builder {
-        Builder::default()
-    }
-}
-
-impl<M> Reactor<M> {
+impl<H: Handler> Reactor<H> {
     /// A reactor with the default settings (see [`Builder`]).
     ///
     /// # Errors
     ///
-    /// Any error creating the OS poller or its waker.
-    pub fn new() -> io::Result<Reactor<M>> {
+    /// Any error creating the OS poller or its waker (for example `EMFILE`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::{Handler, Reactor};
+    ///
+    /// struct Idle;
+    /// impl Handler for Idle {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let reactor: Reactor<Idle> = Reactor::new()?;
+    /// assert_eq!(reactor.sources(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new() -> io::Result<Reactor<H>> {
         Builder::default().build()
     }
 
     /// A handle for other threads: see [`Remote`].
-    pub fn remote(&self) -> Remote<M> {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::{Handler, Reactor};
+    ///
+    /// struct Idle;
+    /// impl Handler for Idle {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = String;
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let reactor: Reactor<Idle> = Reactor::new()?;
+    /// let remote = reactor.remote();
+    /// std::thread::spawn(move || remote.send("hi".to_string()).unwrap()).join().unwrap();
+    /// assert_eq!(reactor.remote().pending(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn remote(&self) -> Remote<H::Message> {
         Remote::new(Arc::clone(&self.shared))
     }
 
-    /// The clock that maps instants to wheel ticks.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
     /// Number of registered sources.
+    ///
+    /// # Examples
+    ///
+    /// See [`register`](Reactor::register).
     pub fn sources(&self) -> usize {
         self.registrations.len() - self.released.len()
     }
 
-    /// Number of timers and I/O deadlines in the wheel.
+    /// Number of timers and armed I/O deadlines in the wheel.
+    ///
+    /// # Examples
+    ///
+    /// See [`set_deadline`](Reactor::set_deadline).
     pub fn resident_timers(&self) -> usize {
         self.wheel.len()
     }
 
     // ---- Registration -------------------------------------------------
 
-    /// Registers a source for `interest` and returns its token.
+    /// Registers the source in `state` for `interest` and keeps `state`
+    /// with the registration; returns its token.
     ///
+    /// Events for the source reach [`Handler::ready`] with the state.
     /// Tokens are small integers (slab indices), reused after
-    /// [`deregister`](Reactor::deregister): a program can index its own
-    /// `Vec` or slab of connections with `token.0`. A token released while
-    /// the handler runs is not reused before the current batch of events has
+    /// [`deregister`](Reactor::deregister); a token released while the
+    /// handler runs is not reused before the current batch of events has
     /// been dispatched, so a stale event never reaches the token's next owner.
-    ///
-    /// Deregister a source before dropping it.
     ///
     /// # Errors
     ///
-    /// Any error from the OS registering the source.
+    /// Any error from the OS registering the source (the state is dropped);
+    /// `Other` past `u32::MAX` registrations.
     ///
     /// # Examples
     ///
     /// ```
-    /// use ontime_core::{net::TcpListener, Interest, Reactor};
+    /// use ontime_core::net::TcpListener;
+    /// use ontime_core::{Handler, Interest, Reactor};
+    ///
+    /// struct Server;
+    /// impl Handler for Server {
+    ///     type State = TcpListener;
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
     ///
     /// # fn main() -> std::io::Result<()> {
-    /// let mut reactor: Reactor = Reactor::new()?;
-    /// let mut listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
-    /// let token = reactor.register(&mut listener, Interest::READABLE)?;
-    /// reactor.deregister(&mut listener, token)?;
+    /// let mut reactor: Reactor<Server> = Reactor::new()?;
+    /// let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let token = reactor.register(listener, Interest::READABLE)?;
+    /// assert_eq!(reactor.sources(), 1);
+    /// let listener = reactor.deregister(token)?.expect("not lent: given back");
+    /// assert!(listener.local_addr().is_ok());
+    /// assert_eq!(reactor.sources(), 0);
     /// # Ok(())
     /// # }
     /// ```
-    pub fn register<S>(&mut self, source: &mut S, interest: Interest) -> io::Result<Token>
+    pub fn register(&mut self, mut state: H::State, interest: Interest) -> io::Result<Token>
     where
-        S: Source + ?Sized,
+        H::State: AsSource,
     {
+        self.source_of = Some(<H::State as AsSource>::source);
         let entry = self.registrations.vacant_entry();
         // Wheel entries name a registration by a `u32`.
         if u32::try_from(entry.key()).is_err() {
             return Err(io::Error::other("more than u32::MAX registrations"));
         }
         let token = Token(entry.key());
-        self.poll.registry().register(source, token, interest)?;
+        self.poll
+            .registry()
+            .register(state.source(), token, interest)?;
         entry.insert(Registration {
+            state: Some(state),
             deadlines: [None, None],
+            sticky: Ready::EMPTY,
+            interest: None,
             released: false,
         });
         log::debug!("register {token:?} for {interest:?}");
@@ -378,48 +411,169 @@ impl<M> Reactor<M> {
 
     /// Changes the interest of a registered source.
     ///
+    /// Called from a handler method about this same token (whose state is
+    /// lent to it), the change is made as that method returns, before any
+    /// other event is dispatched; an OS error then is logged and reported
+    /// to the handler as [`Ready::ERROR`] on the next turn.
+    ///
     /// # Errors
     ///
     /// `NotFound` if `token` is not registered; any error from the OS.
-    pub fn reregister<S>(
-        &mut self,
-        source: &mut S,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()>
-    where
-        S: Source + ?Sized,
-    {
-        self.live(token)?;
-        self.poll.registry().reregister(source, token, interest)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::net::UdpSocket;
+    /// use ontime_core::{Handler, Interest, Reactor};
+    ///
+    /// struct Peer;
+    /// impl Handler for Peer {
+    ///     type State = UdpSocket;
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor: Reactor<Peer> = Reactor::new()?;
+    /// let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let token = reactor.register(socket, Interest::READABLE)?;
+    /// reactor.reregister(token, Interest::READABLE | Interest::WRITABLE)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reregister(&mut self, token: Token, interest: Interest) -> io::Result<()> {
+        let source_of = self.source_of;
+        let registration = match self.registrations.get_mut(token.0) {
+            Some(registration) if !registration.released => registration,
+            _ => return Err(not_registered(token)),
+        };
+        match (registration.state.as_mut(), source_of) {
+            (Some(state), Some(source_of)) => {
+                self.poll
+                    .registry()
+                    .reregister(source_of(state), token, interest)
+            }
+            _ => {
+                registration.interest = Some(interest);
+                Ok(())
+            }
+        }
     }
 
-    /// Deregisters a source, disarms its deadlines and releases its token.
+    /// Deregisters a source, disarms its deadlines, drops readiness requeued
+    /// for it and releases its token; returns its state.
     ///
+    /// Called from a handler method about this same token, the state is the
+    /// one lent to that method: `Ok(None)` is returned, and the source is
+    /// deregistered from the OS and the state dropped as the method returns.
     /// The token is released even if the OS reports an error (the source is
-    /// then most likely closed already), and the error is returned.
+    /// then most likely closed already).
     ///
     /// # Errors
     ///
-    /// `NotFound` if `token` is not registered; any error from the OS.
-    pub fn deregister<S>(&mut self, source: &mut S, token: Token) -> io::Result<()>
-    where
-        S: Source + ?Sized,
-    {
-        self.live(token)?;
-        let result = self.poll.registry().deregister(source);
+    /// `NotFound` if `token` is not registered; any error from the OS (the
+    /// registration is released all the same, and its state dropped).
+    ///
+    /// # Examples
+    ///
+    /// See [`register`](Reactor::register).
+    pub fn deregister(&mut self, token: Token) -> io::Result<Option<H::State>> {
+        let registration = self.live_mut(token)?;
+        let state = registration.state.take();
+        let result = match state {
+            Some(mut state) => {
+                let source_of = self.source_of.expect("a registered state has a source");
+                self.poll
+                    .registry()
+                    .deregister(source_of(&mut state))
+                    .map(|()| Some(state))
+            }
+            None => Ok(None),
+        };
         self.release(token);
         log::debug!("deregister {token:?}");
         result
     }
 
-    fn live(&self, token: Token) -> io::Result<&Registration> {
+    /// The state of a registration, or `None` if `token` is not registered
+    /// or its state is lent to the handler method running now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::unix::pipe;
+    /// use ontime_core::{Handler, Interest, Reactor};
+    ///
+    /// struct Pipe;
+    /// impl Handler for Pipe {
+    ///     type State = pipe::Receiver;
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor: Reactor<Pipe> = Reactor::new()?;
+    /// let (_sender, receiver) = pipe::new()?;
+    /// let token = reactor.register(receiver, Interest::READABLE)?;
+    /// assert!(reactor.state(token).is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn state(&self, token: Token) -> Option<&H::State> {
+        self.live(token).ok()?.state.as_ref()
+    }
+
+    /// The state of a registration, mutably; `None` as for
+    /// [`state`](Reactor::state). A handler reaches other registrations'
+    /// state this way while it handles one (a broadcast to every
+    /// subscriber, say).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::net::UdpSocket;
+    /// use ontime_core::{AsSource, Handler, Interest, Reactor, Source};
+    ///
+    /// struct Peer {
+    ///     socket: UdpSocket,
+    ///     sent: u64,
+    /// }
+    /// impl AsSource for Peer {
+    ///     fn source(&mut self) -> &mut dyn Source {
+    ///         &mut self.socket
+    ///     }
+    /// }
+    /// struct Peers;
+    /// impl Handler for Peers {
+    ///     type State = Peer;
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor: Reactor<Peers> = Reactor::new()?;
+    /// let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let token = reactor.register(Peer { socket, sent: 0 }, Interest::READABLE)?;
+    /// reactor.state_mut(token).unwrap().sent += 1;
+    /// assert_eq!(reactor.state(token).unwrap().sent, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn state_mut(&mut self, token: Token) -> Option<&mut H::State> {
+        self.live_mut(token).ok()?.state.as_mut()
+    }
+
+    fn live(&self, token: Token) -> io::Result<&Registration<H::State>> {
         match self.registrations.get(token.0) {
             Some(registration) if !registration.released => Ok(registration),
-            _ => Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{token:?} is not registered with this reactor"),
-            )),
+            _ => Err(not_registered(token)),
+        }
+    }
+
+    fn live_mut(&mut self, token: Token) -> io::Result<&mut Registration<H::State>> {
+        match self.registrations.get_mut(token.0) {
+            Some(registration) if !registration.released => Ok(registration),
+            _ => Err(not_registered(token)),
         }
     }
 
@@ -439,6 +593,51 @@ impl<M> Reactor<M> {
         }
     }
 
+    /// Lends the state of `token` to `call` and puts it back, carrying out
+    /// the registration changes asked for meanwhile. Returns whether `call`
+    /// ran (the token is live and its state was there).
+    fn lend(
+        &mut self,
+        handler: &mut H,
+        token: Token,
+        call: impl FnOnce(&mut H, &mut Reactor<H>, &mut H::State),
+    ) -> bool {
+        let Some(mut state) = self
+            .registrations
+            .get_mut(token.0)
+            .filter(|registration| !registration.released)
+            .and_then(|registration| registration.state.take())
+        else {
+            return false;
+        };
+        call(handler, self, &mut state);
+        // Still in the slab: a released slot is freed only when the batch
+        // ends, and `call` cannot end it.
+        let registration = &mut self.registrations[token.0];
+        if registration.released {
+            if let Some(source_of) = self.source_of {
+                if let Err(e) = self.poll.registry().deregister(source_of(&mut state)) {
+                    log::debug!("deregister {token:?}: {e}");
+                }
+            }
+            return true;
+        }
+        if let Some(interest) = registration.interest.take() {
+            if let Some(source_of) = self.source_of {
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .reregister(source_of(&mut state), token, interest)
+                {
+                    log::warn!("reregister {token:?} for {interest:?}: {e}");
+                    self.requeued.push((token, Ready::ERROR));
+                }
+            }
+        }
+        registration.state = Some(state);
+        true
+    }
+
     // ---- I/O deadlines ------------------------------------------------
 
     /// Arms, moves or (with `None`) disarms the deadline of `token` in
@@ -447,9 +646,10 @@ impl<M> Reactor<M> {
     /// This is timeout mode in the core: a non-blocking source plus a
     /// deadline. Arm it after an operation in that direction returned
     /// `WouldBlock`. If the source becomes ready in that direction first
-    /// (readable, read side closed or error, for reads; likewise for writes),
-    /// the deadline is disarmed before [`Handler::ready`] runs. Otherwise
-    /// [`Handler::timed_out`] runs, no earlier than `deadline`.
+    /// (readable, read side closed or error, for reads; likewise for writes:
+    /// see [`Ready::settles`]), the deadline is disarmed before
+    /// [`Handler::ready`] runs. Otherwise [`Handler::timed_out`] runs, no
+    /// earlier than `deadline`.
     ///
     /// A deadline that has already passed fires on the next turn, without
     /// waiting for a tick. Arming, moving and disarming are O(1) and do not
@@ -458,6 +658,39 @@ impl<M> Reactor<M> {
     /// # Errors
     ///
     /// `NotFound` if `token` is not registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use ontime_core::net::UdpSocket;
+    /// use ontime_core::{Direction, Handler, Interest, Reactor, Token};
+    ///
+    /// struct Quiet(bool);
+    /// impl Handler for Quiet {
+    ///     type State = UdpSocket;
+    ///     type Timer = ();
+    ///     type Message = ();
+    ///     fn timed_out(&mut self, r: &mut Reactor<Self>, _: Token, _: &mut UdpSocket, _: Direction) {
+    ///         self.0 = true;
+    ///         r.stop();
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let token = reactor.register(socket, Interest::READABLE)?;
+    /// let deadline = Instant::now() + Duration::from_millis(20);
+    /// reactor.set_deadline(token, Direction::Read, Some(deadline))?;
+    /// assert_eq!(reactor.resident_timers(), 1);
+    /// let mut quiet = Quiet(false);
+    /// reactor.run(&mut quiet)?; // nothing arrives: the deadline passes
+    /// assert!(quiet.0 && Instant::now() >= deadline);
+    /// assert_eq!(reactor.resident_timers(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_deadline(
         &mut self,
         token: Token,
@@ -471,7 +704,7 @@ impl<M> Reactor<M> {
                 self.arm(token, direction, tick);
             }
             None => {
-                let slot = &mut self.registrations[token.0].deadlines[direction.index()];
+                let slot = &mut self.registrations[token.0].deadlines[dir(direction)];
                 if let Some(key) = slot.take() {
                     self.wheel.cancel(key);
                 }
@@ -482,7 +715,7 @@ impl<M> Reactor<M> {
 
     /// Arms or moves the deadline of a live `token` to wheel tick `tick`.
     fn arm(&mut self, token: Token, direction: Direction, tick: u64) {
-        let slot = &mut self.registrations[token.0].deadlines[direction.index()];
+        let slot = &mut self.registrations[token.0].deadlines[dir(direction)];
         match *slot {
             Some(key) => {
                 self.wheel.reset(key, tick);
@@ -500,11 +733,39 @@ impl<M> Reactor<M> {
         }
     }
 
-    /// [`set_deadline`](Reactor::set_deadline) to `timeout` from now.
+    /// [`set_deadline`](Reactor::set_deadline) to `timeout` from now. A zero
+    /// timeout fires on the next turn; one too large for an `Instant` (such
+    /// as `Duration::MAX`) is taken as about 30 years.
     ///
     /// # Errors
     ///
     /// `NotFound` if `token` is not registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use ontime_core::net::UdpSocket;
+    /// use ontime_core::{Direction, Handler, Interest, Reactor};
+    ///
+    /// struct Idle;
+    /// impl Handler for Idle {
+    ///     type State = UdpSocket;
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor: Reactor<Idle> = Reactor::new()?;
+    /// let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let token = reactor.register(socket, Interest::READABLE)?;
+    /// let before = Instant::now();
+    /// reactor.set_timeout(token, Direction::Read, Duration::from_secs(5))?;
+    /// let armed = reactor.deadline(token, Direction::Read).unwrap();
+    /// assert!(armed >= before + Duration::from_secs(5));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_timeout(
         &mut self,
         token: Token,
@@ -518,100 +779,247 @@ impl<M> Reactor<M> {
     }
 
     /// The armed deadline of `token` in `direction`, as the instant of the
-    /// tick it will fire at (at or after the deadline that was set).
+    /// tick it will fire at (at or after the deadline that was set), or
+    /// `None` if none is armed or `token` is not registered.
+    ///
+    /// # Examples
+    ///
+    /// See [`set_timeout`](Reactor::set_timeout).
     pub fn deadline(&self, token: Token, direction: Direction) -> Option<Instant> {
         let registration = self.live(token).ok()?;
-        let key = registration.deadlines[direction.index()]?;
+        let key = registration.deadlines[dir(direction)]?;
         self.clock.tick_to_instant(self.wheel.deadline(key)?)
     }
 
     // ---- Timers -------------------------------------------------------
 
-    /// Starts a one-shot timer that fires at `deadline` (never earlier).
-    /// A deadline that has already passed fires on the next turn.
-    pub fn timer_at(&mut self, deadline: Instant) -> TimerId {
-        self.start_timer(deadline, None)
-    }
-
-    /// Starts a one-shot timer that fires after `delay`. A zero delay fires
-    /// on the next turn, without waiting for a tick.
-    pub fn timer_after(&mut self, delay: Duration) -> TimerId {
-        let deadline = deadline_after(delay);
-        let tick = self.tick_after(delay, deadline);
-        self.start_timer_at_tick(tick, deadline, None)
-    }
-
-    /// Starts a repeating timer that first fires one `period` from now, then
-    /// every `period` after its previous deadline. If the loop fell behind by
-    /// more than a period, the next deadline is one period from now: missed
-    /// firings are skipped, not delivered in a burst.
+    /// Starts a one-shot timer that fires at `deadline` (never earlier) and
+    /// hands `value` to [`Handler::timer`]. A deadline that has already
+    /// passed fires on the next turn.
     ///
     /// # Panics
     ///
-    /// If `period` is zero.
-    pub fn interval(&mut self, period: Duration) -> TimerId {
+    /// If `u32::MAX` timers are pending at once (hundreds of GiB of them).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use ontime_core::{Handler, Reactor, TimerId};
+    ///
+    /// struct Alarm(Vec<(&'static str, Instant)>);
+    /// impl Handler for Alarm {
+    ///     type State = ();
+    ///     type Timer = &'static str;
+    ///     type Message = ();
+    ///     fn timer(&mut self, r: &mut Reactor<Self>, _: TimerId, name: &mut &'static str) {
+    ///         self.0.push((*name, Instant::now()));
+    ///         r.stop();
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// let at = Instant::now() + Duration::from_millis(10);
+    /// reactor.timer_at(at, "wake up");
+    /// let mut alarm = Alarm(Vec::new());
+    /// reactor.run(&mut alarm)?;
+    /// assert_eq!(alarm.0[0].0, "wake up");
+    /// assert!(alarm.0[0].1 >= at);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timer_at(&mut self, deadline: Instant, value: H::Timer) -> TimerId {
+        let tick = self.tick_for(deadline);
+        self.start_timer(tick, value, None)
+    }
+
+    /// Starts a one-shot timer that fires after `delay` and hands `value` to
+    /// [`Handler::timer`]. A zero delay fires on the next turn, without
+    /// waiting for a tick.
+    ///
+    /// # Panics
+    ///
+    /// As [`timer_at`](Reactor::timer_at).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ontime_core::{Handler, Reactor, TimerId};
+    ///
+    /// struct Count(u32);
+    /// impl Handler for Count {
+    ///     type State = ();
+    ///     type Timer = u32;
+    ///     type Message = ();
+    ///     fn timer(&mut self, _: &mut Reactor<Self>, _: TimerId, n: &mut u32) {
+    ///         self.0 += *n;
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.timer_after(Duration::ZERO, 2);
+    /// let mut count = Count(0);
+    /// reactor.turn(&mut count, None)?; // due at once: no wait
+    /// assert_eq!(count.0, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timer_after(&mut self, delay: Duration, value: H::Timer) -> TimerId {
+        let tick = self.tick_after(delay, deadline_after(delay));
+        self.start_timer(tick, value, None)
+    }
+
+    /// Starts a repeating timer that first fires one `period` from now, then
+    /// every `period` after its previous deadline, handing the same `value`
+    /// (as the handler left it) to each [`Handler::timer`] call. If the loop
+    /// fell behind by more than a period, the next deadline is one period
+    /// from now: missed firings are skipped, not delivered in a burst.
+    ///
+    /// # Panics
+    ///
+    /// If `period` is zero (an interval that is always due would starve
+    /// everything else), or as [`timer_at`](Reactor::timer_at).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ontime_core::{Handler, Reactor, TimerId};
+    ///
+    /// struct Ticks;
+    /// impl Handler for Ticks {
+    ///     type State = ();
+    ///     type Timer = u32;
+    ///     type Message = ();
+    ///     fn timer(&mut self, r: &mut Reactor<Self>, id: TimerId, fired: &mut u32) {
+    ///         *fired += 1; // the count lives in the timer
+    ///         if *fired == 3 {
+    ///             r.cancel_timer(id);
+    ///             r.stop();
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.interval(Duration::from_millis(5), 0);
+    /// reactor.run(&mut Ticks)?;
+    /// assert_eq!(reactor.resident_timers(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn interval(&mut self, period: Duration, value: H::Timer) -> TimerId {
         assert!(
             !period.is_zero(),
             "Reactor::interval: the period must not be zero"
         );
-        self.start_timer(deadline_after(period), Some(period))
+        let deadline = deadline_after(period);
+        let tick = self.tick_for(deadline);
+        self.start_timer(tick, value, Some(Box::new(Interval { period, deadline })))
     }
 
-    /// Cancels a timer. Returns whether it was still pending (a stale id
-    /// returns `false` and touches nothing).
+    /// Cancels a timer and drops its value. Returns whether it was still
+    /// pending; a stale id returns `false` and touches nothing. An interval
+    /// may cancel itself from its own [`Handler::timer`] call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ontime_core::{Handler, Reactor};
+    ///
+    /// struct Idle;
+    /// impl Handler for Idle {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor: Reactor<Idle> = Reactor::new()?;
+    /// let id = reactor.timer_after(Duration::from_secs(60), ());
+    /// assert!(reactor.cancel_timer(id));
+    /// assert!(!reactor.cancel_timer(id));
+    /// assert_eq!(reactor.resident_timers(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        match self.user_timer(timer) {
+        match self.timers.remove(timer) {
             Some(entry) => {
-                let key = entry.key;
-                self.wheel.cancel(key);
-                self.timers.remove(timer.index as usize);
+                self.wheel.cancel(entry.key);
                 true
             }
             None => false,
         }
     }
 
-    /// Moves a pending timer to `deadline`. Returns whether it was pending.
+    /// Moves a pending timer to `deadline`, keeping its id and value (for an
+    /// interval, the period then counts from `deadline`). Returns whether it
+    /// was pending.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use ontime_core::{Handler, Reactor};
+    ///
+    /// struct Idle;
+    /// impl Handler for Idle {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor: Reactor<Idle> = Reactor::new()?;
+    /// let id = reactor.timer_after(Duration::from_secs(1), ());
+    /// let later = Instant::now() + Duration::from_secs(60);
+    /// assert!(reactor.reset_timer(id, later));
+    /// assert!(reactor.timer_deadline(id).unwrap() >= later);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reset_timer(&mut self, timer: TimerId, deadline: Instant) -> bool {
         let tick = self.tick_for(deadline);
-        match self.timers.get_mut(timer.index as usize) {
-            Some(entry) if entry.serial == timer.serial => {
-                entry.deadline = deadline;
+        match self.timers.get_mut(timer) {
+            Some(entry) => {
+                if let Some(interval) = entry.interval.as_mut() {
+                    interval.deadline = deadline;
+                }
                 self.wheel.reset(entry.key, tick)
             }
-            _ => false,
+            None => false,
         }
     }
 
-    fn user_timer(&self, timer: TimerId) -> Option<&UserTimer> {
-        self.timers
-            .get(timer.index as usize)
-            .filter(|entry| entry.serial == timer.serial)
+    /// When a pending timer fires: the instant of its tick, at or after the
+    /// deadline it was given. `None` for a stale id.
+    ///
+    /// # Examples
+    ///
+    /// See [`reset_timer`](Reactor::reset_timer).
+    pub fn timer_deadline(&self, timer: TimerId) -> Option<Instant> {
+        let entry = self.timers.get(timer)?;
+        self.clock.tick_to_instant(self.wheel.deadline(entry.key)?)
     }
 
-    fn start_timer(&mut self, deadline: Instant, period: Option<Duration>) -> TimerId {
-        let tick = self.tick_for(deadline);
-        self.start_timer_at_tick(tick, deadline, period)
-    }
-
-    fn start_timer_at_tick(
+    fn start_timer(
         &mut self,
         tick: u64,
-        deadline: Instant,
-        period: Option<Duration>,
+        value: H::Timer,
+        interval: Option<Box<Interval>>,
     ) -> TimerId {
-        let entry = self.timers.vacant_entry();
-        let index = u32::try_from(entry.key()).expect("more than u32::MAX timers");
-        let serial = self.next_serial;
-        self.next_serial = self.next_serial.wrapping_add(1);
+        let index = self.timers.next_index();
         let key = self.wheel.insert(tick, Expiry::Timer(index));
-        entry.insert(UserTimer {
+        self.timers.insert(UserTimer {
             key,
-            serial,
-            period,
-            deadline,
-        });
-        TimerId { index, serial }
+            value: Some(value),
+            interval,
+        })
     }
 
     /// The wheel tick for `deadline`, which the caller computed as `timeout`
@@ -642,51 +1050,116 @@ impl<M> Reactor<M> {
     /// after the events that turn polls. The next turn does not block.
     ///
     /// This is how a handler caps the work it does per event: do a bounded
-    /// amount, then requeue what is left. Requeued readiness for a token that
-    /// is deregistered before it is delivered is dropped.
+    /// amount, then requeue what is left. The registration's sticky flags
+    /// ([`Ready::READ_CLOSED`], [`Ready::ERROR`]) are added on delivery.
+    /// Requeued readiness for a token that is deregistered before it is
+    /// delivered is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ontime_core::net::UdpSocket;
+    /// use ontime_core::{Handler, Interest, Reactor, Ready, Token};
+    ///
+    /// struct Slow(u32);
+    /// impl Handler for Slow {
+    ///     type State = UdpSocket;
+    ///     type Timer = ();
+    ///     type Message = ();
+    ///     fn ready(&mut self, r: &mut Reactor<Self>, token: Token, _: &mut UdpSocket, ready: Ready) {
+    ///         self.0 += 1;
+    ///         if self.0 < 3 {
+    ///             r.requeue(token, ready); // more to do: come back next turn
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let token = reactor.register(socket, Interest::READABLE)?;
+    /// reactor.requeue(token, Ready::READABLE);
+    /// let mut slow = Slow(0);
+    /// for _ in 0..3 {
+    ///     reactor.turn(&mut slow, Some(Duration::from_secs(10)))?; // never waits
+    /// }
+    /// assert_eq!(slow.0, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn requeue(&mut self, token: Token, ready: Ready) {
         self.requeued.push((token, ready));
     }
 
-    /// Makes [`run`](Reactor::run) return after the turn in progress. A
-    /// program that drives [`turn`](Reactor::turn) itself checks
-    /// [`is_stopping`](Reactor::is_stopping).
+    /// Asks [`run`](Reactor::run) to return: after the turn in progress if
+    /// it is running, or at once, without a turn, if it is not running yet.
+    /// The same as [`Remote::stop`]: a stop is kept until a `run` returns
+    /// because of it. A program that drives [`turn`](Reactor::turn) itself
+    /// checks [`is_stopping`](Reactor::is_stopping).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::{Handler, Reactor};
+    ///
+    /// struct Idle;
+    /// impl Handler for Idle {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.stop();
+    /// assert!(reactor.is_stopping());
+    /// reactor.run(&mut Idle)?; // returns at once
+    /// assert!(!reactor.is_stopping());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stop(&mut self) {
         self.stopping = true;
     }
 
-    /// Whether [`stop`](Reactor::stop) or [`Remote::stop`] asked the loop to
-    /// stop (cleared when [`run`](Reactor::run) starts).
+    /// Whether a stop is pending: asked for with [`stop`](Reactor::stop),
+    /// or with [`Remote::stop`] and received by a turn (the turn its
+    /// wake-up ends), and not yet consumed by a `run` that returned because
+    /// of it. Reads no shared state: cheap enough for every turn.
+    ///
+    /// # Examples
+    ///
+    /// See [`stop`](Reactor::stop).
     pub fn is_stopping(&self) -> bool {
         self.stopping
     }
 
     // ---- Turning ------------------------------------------------------
 
-    /// Runs turns until [`stop`](Reactor::stop) or [`Remote::stop`].
+    /// Runs turns until a stop is asked for ([`stop`](Reactor::stop),
+    /// [`Remote::stop`]), then consumes it and returns. A stop asked for
+    /// before the call makes it return at once.
     ///
     /// # Errors
     ///
     /// The first error polling the OS (an interrupted poll is retried, not
-    /// returned).
-    pub fn run<H>(&mut self, handler: &mut H) -> io::Result<()>
-    where
-        H: Handler<M> + ?Sized,
-    {
+    /// returned), or the errors of [`turn`](Reactor::turn). The stop, if
+    /// one was asked for, stays pending.
+    ///
+    /// # Examples
+    ///
+    /// See [`Reactor`] and [`stop`](Reactor::stop).
+    pub fn run(&mut self, handler: &mut H) -> io::Result<()> {
         log::debug!("run: start");
-        // A stop() from an earlier hand-driven turn is not for this run.
-        self.stopping = false;
-        let result = loop {
-            if let Err(e) = self.turn(handler, None) {
-                break Err(e);
-            }
-            if self.stopping {
-                break Ok(());
-            }
-        };
+        // A remote's stop is otherwise taken by the turn its wake-up ends.
+        self.stopping |= self.shared.take_stop();
+        while !self.stopping {
+            self.turn(handler, None)?;
+        }
         self.stopping = false;
         log::debug!("run: stop");
-        result
+        Ok(())
     }
 
     /// Runs one turn: waits for I/O, messages or the next timer, for at most
@@ -703,10 +1176,30 @@ impl<M> Reactor<M> {
     /// Any error polling the OS other than `Interrupted` (an interrupted poll
     /// is a turn with no I/O events). `Other` if called from inside a
     /// handler, or after a handler panicked (the reactor is then poisoned).
-    pub fn turn<H>(&mut self, handler: &mut H, max_wait: Option<Duration>) -> io::Result<usize>
-    where
-        H: Handler<M> + ?Sized,
-    {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ontime_core::{Handler, Reactor};
+    ///
+    /// struct Idle;
+    /// impl Handler for Idle {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// // Nothing registered, no timers: waits the whole 10 ms, calls nothing.
+    /// assert_eq!(reactor.turn(&mut Idle, Some(Duration::from_millis(10)))?, 0);
+    /// reactor.timer_after(Duration::ZERO, ());
+    /// assert_eq!(reactor.turn(&mut Idle, None)?, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn turn(&mut self, handler: &mut H, max_wait: Option<Duration>) -> io::Result<usize> {
         if self.dispatching {
             return Err(io::Error::other(
                 "Reactor::turn called from inside a handler, or after a handler panicked",
@@ -743,42 +1236,36 @@ impl<M> Reactor<M> {
         // run with a half-dispatched batch.
         self.dispatching = true;
         let mut calls = 0;
+        let mut woken = false;
         for event in events.iter() {
             let token = event.token();
             if token == WAKER {
-                self.shared.clear_notified();
+                woken = true;
                 continue;
             }
             let ready = Ready::from_event(event);
             log::trace!("{token:?} {ready:?}");
-            if self.settle(token, ready) {
-                handler.ready(self, token, ready);
-                calls += 1;
-            }
+            calls += usize::from(self.dispatch(handler, token, ready));
         }
         self.events = Some(events);
 
         let mut batch = std::mem::take(&mut self.requeue_batch);
         for (token, ready) in batch.drain(..) {
-            if self.settle(token, ready) {
-                handler.ready(self, token, ready);
-                calls += 1;
-            }
+            calls += usize::from(self.dispatch(handler, token, ready));
         }
         self.requeue_batch = batch;
 
-        if self.shared.take_stop() {
-            self.stopping = true;
-        }
-        if self.shared.take_woken() {
-            handler.woken(self);
-            calls += 1;
-        }
-        self.shared
-            .drain_into(&mut self.inbox, self.messages_per_turn);
-        while let Some(message) = self.inbox.pop_front() {
-            handler.message(self, message);
-            calls += 1;
+        if woken || self.shared.has_pending() {
+            let flags = self.shared.collect(&mut self.inbox, self.messages_per_turn);
+            self.stopping |= flags.stop;
+            if flags.woken {
+                handler.woken(self);
+                calls += 1;
+            }
+            while let Some(message) = self.inbox.pop_front() {
+                handler.message(self, message);
+                calls += 1;
+            }
         }
 
         calls += self.fire_timers(handler);
@@ -789,9 +1276,10 @@ impl<M> Reactor<M> {
         Ok(calls)
     }
 
-    /// Disarms the deadlines that `ready` settles and says whether the event
-    /// is for a live registration.
-    fn settle(&mut self, token: Token, ready: Ready) -> bool {
+    /// Delivers one readiness event: disarms the deadlines it settles, adds
+    /// the sticky flags, and lends the state to the handler. Returns whether
+    /// the event was for a live registration.
+    fn dispatch(&mut self, handler: &mut H, token: Token, ready: Ready) -> bool {
         let Some(registration) = self.registrations.get_mut(token.0) else {
             return false;
         };
@@ -800,18 +1288,19 @@ impl<M> Reactor<M> {
         }
         for direction in [Direction::Read, Direction::Write] {
             if ready.settles(direction) {
-                if let Some(key) = registration.deadlines[direction.index()].take() {
+                if let Some(key) = registration.deadlines[dir(direction)].take() {
                     self.wheel.cancel(key);
                 }
             }
         }
-        true
+        registration.sticky |= ready & STICKY;
+        let ready = ready | registration.sticky;
+        self.lend(handler, token, |handler, reactor, state| {
+            handler.ready(reactor, token, state, ready);
+        })
     }
 
-    fn fire_timers<H>(&mut self, handler: &mut H) -> usize
-    where
-        H: Handler<M> + ?Sized,
-    {
+    fn fire_timers(&mut self, handler: &mut H) -> usize {
         if self.wheel.is_empty() {
             return 0;
         }
@@ -820,54 +1309,72 @@ impl<M> Reactor<M> {
         self.wheel.advance(self.clock.now_tick(now), &mut fired);
         let mut calls = 0;
         for (key, expiry) in fired.drain(..) {
-            match expiry {
+            calls += usize::from(match expiry {
                 Expiry::Io { token, direction } => {
-                    let token = token as usize;
-                    let Some(registration) = self.registrations.get_mut(token) else {
-                        continue;
-                    };
-                    let slot = &mut registration.deadlines[direction.index()];
-                    if *slot != Some(key) {
-                        continue;
-                    }
-                    *slot = None;
-                    log::debug!("{:?} timed out ({direction:?})", Token(token));
-                    handler.timed_out(self, Token(token), direction);
-                    calls += 1;
+                    self.fire_deadline(handler, key, token, direction)
                 }
-                Expiry::Timer(index) => {
-                    let Some(entry) = self.timers.get_mut(index as usize) else {
-                        continue;
-                    };
-                    if entry.key != key {
-                        continue;
-                    }
-                    let id = TimerId {
-                        index,
-                        serial: entry.serial,
-                    };
-                    match entry.period {
-                        Some(period) => {
-                            let next = match entry.deadline.checked_add(period) {
-                                Some(next) if next > now => next,
-                                _ => deadline_after(period),
-                            };
-                            entry.deadline = next;
-                            let tick = self.clock.deadline_to_tick(next);
-                            entry.key = self.wheel.insert(tick, Expiry::Timer(index));
-                        }
-                        None => {
-                            self.timers.remove(index as usize);
-                        }
-                    }
-                    log::debug!("{id:?} fired");
-                    handler.timer(self, id);
-                    calls += 1;
-                }
-            }
+                Expiry::Timer(index) => self.fire_timer(handler, key, index, now),
+            });
         }
         self.fired = fired;
         calls
+    }
+
+    /// Delivers an I/O deadline that passed, unless it was disarmed or
+    /// moved since the wheel fired it.
+    fn fire_deadline(
+        &mut self,
+        handler: &mut H,
+        key: TimerKey,
+        token: u32,
+        direction: Direction,
+    ) -> bool {
+        let token = Token(token as usize);
+        let Some(registration) = self.registrations.get_mut(token.0) else {
+            return false;
+        };
+        let slot = &mut registration.deadlines[dir(direction)];
+        if *slot != Some(key) {
+            return false;
+        }
+        *slot = None;
+        log::debug!("{token:?} timed out ({direction:?})");
+        self.lend(handler, token, |handler, reactor, state| {
+            handler.timed_out(reactor, token, state, direction);
+        })
+    }
+
+    /// Delivers a user timer, unless it was cancelled since the wheel fired
+    /// it; an interval is filed again first, so that its handler may cancel
+    /// or move it.
+    fn fire_timer(&mut self, handler: &mut H, key: TimerKey, index: u32, now: Instant) -> bool {
+        let Some((id, entry)) = self.timers.by_key(index, key) else {
+            return false;
+        };
+        log::debug!("{id:?} fired");
+        let Some(interval) = entry.interval.as_mut() else {
+            let entry = self.timers.remove(id).expect("the timer was just found");
+            let mut value = entry.value.expect("a one-shot timer's value is never lent");
+            handler.timer(self, id, &mut value);
+            return true;
+        };
+        let next = match interval.deadline.checked_add(interval.period) {
+            Some(next) if next > now => next,
+            _ => deadline_after(interval.period),
+        };
+        interval.deadline = next;
+        entry.key = self
+            .wheel
+            .insert(self.clock.deadline_to_tick(next), Expiry::Timer(index));
+        let Some(mut value) = entry.value.take() else {
+            return false;
+        };
+        handler.timer(self, id, &mut value);
+        // Cancelled by the handler: the value goes with it.
+        if let Some(entry) = self.timers.get_mut(id) {
+            entry.value = Some(value);
+        }
+        true
     }
 
     /// How long the next poll may block (requeued readiness is the
@@ -881,9 +1388,11 @@ impl<M> Reactor<M> {
                 return Duration::ZERO;
             }
             match self.clock.tick_to_instant(tick) {
-                // mio rounds a timeout up to whole milliseconds, and the poll
-                // starts after `now` was read, so it cannot return before the
-                // tick's instant; then `now_tick` has reached the tick.
+                // The poll starts after `now` was read, and mio's epoll and
+                // kqueue back ends round a timeout up (to whole milliseconds
+                // on epoll, with nanosecond resolution on kqueue), so it
+                // cannot return before the tick's instant; then `now_tick`
+                // has reached the tick.
                 Some(at) => at.saturating_duration_since(Instant::now()),
                 None => Duration::MAX,
             }
@@ -895,13 +1404,13 @@ impl<M> Reactor<M> {
     }
 }
 
-impl<M> Drop for Reactor<M> {
+impl<H: Handler> Drop for Reactor<H> {
     fn drop(&mut self) {
         self.shared.close();
     }
 }
 
-impl<M> fmt::Debug for Reactor<M> {
+impl<H: Handler> fmt::Debug for Reactor<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reactor")
             .field("sources", &self.sources())
@@ -910,6 +1419,21 @@ impl<M> fmt::Debug for Reactor<M> {
             .field("tick", &self.clock.tick())
             .field("requeued", &self.requeued.len())
             .finish_non_exhaustive()
+    }
+}
+
+fn not_registered(token: Token) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{token:?} is not registered with this reactor"),
+    )
+}
+
+/// 0 for `Read`, 1 for `Write`: the index of per-direction arrays.
+const fn dir(direction: Direction) -> usize {
+    match direction {
+        Direction::Read => 0,
+        Direction::Write => 1,
     }
 }
 

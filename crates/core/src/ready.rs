@@ -1,7 +1,7 @@
 //! `Ready` and `Direction`: what a handler is told about a source.
 
 use std::fmt;
-use std::ops::BitOr;
+use std::ops::{BitAnd, BitOr, BitOrAssign};
 
 /// The readiness of a source, as delivered to [`Handler::ready`](crate::Handler::ready).
 ///
@@ -62,12 +62,50 @@ impl Ready {
     pub const fn is_error(self) -> bool {
         self.0 & Ready::ERROR.0 != 0
     }
+    /// The flags of both.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::Ready;
+    ///
+    /// const CLOSING: Ready = Ready::READ_CLOSED.union(Ready::ERROR);
+    /// assert!(CLOSING.is_error() && CLOSING.is_read_closed());
+    /// ```
+    pub const fn union(self, other: Ready) -> Ready {
+        Ready(self.0 | other.0)
+    }
+    /// The flags set in both.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::Ready;
+    ///
+    /// let ready = Ready::READABLE | Ready::READ_CLOSED;
+    /// assert_eq!(ready.intersection(Ready::READ_CLOSED | Ready::ERROR), Ready::READ_CLOSED);
+    /// ```
+    pub const fn intersection(self, other: Ready) -> Ready {
+        Ready(self.0 & other.0)
+    }
     /// Whether every flag of `other` is set in `self`.
     pub const fn contains(self, other: Ready) -> bool {
         self.0 & other.0 == other.0
     }
     /// Whether this readiness ends a wait in `direction`: the matching
-    /// readiness, that side closed, or an error.
+    /// readiness, that side closed, or an error. It is what disarms an I/O
+    /// deadline in that direction (see
+    /// [`Reactor::set_deadline`](crate::Reactor::set_deadline)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::{Direction, Ready};
+    ///
+    /// assert!(Ready::READ_CLOSED.settles(Direction::Read));
+    /// assert!(Ready::ERROR.settles(Direction::Write));
+    /// assert!(!Ready::WRITABLE.settles(Direction::Read));
+    /// ```
     pub const fn settles(self, direction: Direction) -> bool {
         let mask = match direction {
             Direction::Read => Ready::READABLE.0 | Ready::READ_CLOSED.0 | Ready::ERROR.0,
@@ -79,19 +117,19 @@ impl Ready {
     pub(crate) fn from_event(event: &mio::event::Event) -> Ready {
         let mut ready = Ready::EMPTY;
         if event.is_readable() {
-            ready = ready | Ready::READABLE;
+            ready |= Ready::READABLE;
         }
         if event.is_writable() {
-            ready = ready | Ready::WRITABLE;
+            ready |= Ready::WRITABLE;
         }
         if event.is_read_closed() {
-            ready = ready | Ready::READ_CLOSED;
+            ready |= Ready::READ_CLOSED;
         }
         if event.is_write_closed() {
-            ready = ready | Ready::WRITE_CLOSED;
+            ready |= Ready::WRITE_CLOSED;
         }
         if event.is_error() {
-            ready = ready | Ready::ERROR;
+            ready |= Ready::ERROR;
         }
         ready
     }
@@ -100,7 +138,20 @@ impl Ready {
 impl BitOr for Ready {
     type Output = Ready;
     fn bitor(self, rhs: Ready) -> Ready {
-        Ready(self.0 | rhs.0)
+        self.union(rhs)
+    }
+}
+
+impl BitOrAssign for Ready {
+    fn bitor_assign(&mut self, rhs: Ready) {
+        *self = self.union(rhs);
+    }
+}
+
+impl BitAnd for Ready {
+    type Output = Ready;
+    fn bitand(self, rhs: Ready) -> Ready {
+        self.intersection(rhs)
     }
 }
 
@@ -137,16 +188,6 @@ pub enum Direction {
     Read,
     /// Waiting to write (or for a connect to finish).
     Write,
-}
-
-impl Direction {
-    /// 0 for `Read`, 1 for `Write`: an index for per-direction arrays.
-    pub const fn index(self) -> usize {
-        match self {
-            Direction::Read => 0,
-            Direction::Write => 1,
-        }
-    }
 }
 
 #[cfg(test)]

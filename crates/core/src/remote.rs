@@ -1,110 +1,219 @@
 //! `Remote`: the one way other threads reach a reactor.
 //!
-//! A remote pushes messages onto a mutex-protected queue and writes the
-//! reactor's `mio::Waker` (an eventfd on Linux) only when the reactor has not
-//! already been told, so a burst of sends costs one wake-up. The reactor
-//! drains at most `messages_per_turn` messages a turn, so a busy producer can
-//! delay but not starve I/O dispatch. The reactor checks the queue every turn
-//! through an atomic count, without taking the lock when it is empty.
+//! # The hand-off
+//!
+//! Everything a remote asks of the reactor (a message, a wake, a stop) is
+//! recorded under one mutex, together with a `notified` flag that says the
+//! reactor's `mio::Waker` (an eventfd on Linux) has been or is about to be
+//! written since the reactor last looked. Whether to write the waker is
+//! decided under that lock: the request that finds `notified` clear sets it
+//! and writes the waker after unlocking; every later request until the
+//! reactor looks again only queues. The reactor clears `notified` under the
+//! same lock as it takes what is queued, so each request is either taken by
+//! that look or finds the flag clear, or finds it set by a request whose
+//! waker write comes after that look and so wakes the next poll. A burst of
+//! sends costs one wake-up, and no request is left behind a sleeping loop.
+//!
+//! An atomic count of queued messages lets the reactor skip the lock on
+//! turns where its waker did not fire and nothing is queued. It is only a
+//! hint: a message it misses comes with a waker write of its own (or is a
+//! [`Remote::post`], which promises no wake-up).
+//!
+//! The protocol is model-checked with loom (`RUSTFLAGS="--cfg loom"`, see
+//! the tests at the bottom of this file).
 
 use std::collections::VecDeque;
 use std::error::Error;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-/// State shared by a reactor and its remotes.
-pub(crate) struct Shared<M> {
-    queue: Mutex<VecDeque<M>>,
-    /// Number of messages in `queue`, readable without the lock.
-    ///
-    /// Invariant: equals `queue.len()` whenever the lock is not held.
-    pending: AtomicUsize,
-    /// Whether the waker has been written since the reactor last cleared it.
-    notified: AtomicBool,
-    /// Set by [`Remote::wake`]; the handler's `woken` runs once per turn.
-    woken: AtomicBool,
-    /// Set by [`Remote::stop`].
-    stop: AtomicBool,
-    /// Set when the reactor is dropped: sends fail from then on.
-    closed: AtomicBool,
-    waker: mio::Waker,
+use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::{Mutex, MutexGuard};
+
+/// What writes the reactor's waker: `mio::Waker`, or a model in tests.
+pub(crate) trait Wake {
+    fn wake(&self) -> io::Result<()>;
 }
 
-impl<M> Shared<M> {
-    pub(crate) fn new(waker: mio::Waker) -> Shared<M> {
+impl Wake for mio::Waker {
+    fn wake(&self) -> io::Result<()> {
+        mio::Waker::wake(self)
+    }
+}
+
+/// State shared by a reactor and its remotes.
+pub(crate) struct Shared<M, W = mio::Waker> {
+    inner: Mutex<Inner<M>>,
+    /// Number of queued messages, readable without the lock. Written under
+    /// the lock; a hint for the reactor (see the module docs).
+    pending: AtomicUsize,
+    waker: W,
+}
+
+struct Inner<M> {
+    /// The messages, each with its number: the order of queueing, so that a
+    /// sender can find its own message again (numbers never repeat: at a
+    /// billion messages a second a `u64` lasts 584 years).
+    queue: VecDeque<(u64, M)>,
+    /// The number of the next message queued.
+    next: u64,
+    /// Whether the waker has been (or is about to be) written since the
+    /// reactor last took what is queued.
+    notified: bool,
+    /// Set by [`Remote::wake`]; the handler's `woken` runs once per turn.
+    woken: bool,
+    /// Set by [`Remote::stop`].
+    stop: bool,
+    /// Set when the reactor is dropped: requests fail from then on.
+    closed: bool,
+}
+
+/// What one look at the shared state found, besides messages.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Flags {
+    pub(crate) woken: bool,
+    pub(crate) stop: bool,
+}
+
+impl<M, W: Wake> Shared<M, W> {
+    pub(crate) fn new(waker: W) -> Shared<M, W> {
         Shared {
-            queue: Mutex::new(VecDeque::new()),
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                next: 0,
+                notified: false,
+                woken: false,
+                stop: false,
+                closed: false,
+            }),
             pending: AtomicUsize::new(0),
-            notified: AtomicBool::new(false),
-            woken: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
             waker,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<M>> {
-        // A panic while holding this lock can only come from an allocation
-        // failure in push; the queue itself is still consistent.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner<M>> {
+        // Nothing panics while holding this lock but an allocation failure
+        // in `push_back`, after which the queue is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `message`, unless the reactor is gone.
-    fn push(&self, message: M) -> Result<(), SendError<M>> {
-        let mut queue = self.lock();
-        // Checked under the lock that `close` takes, so a message is either
-        // refused or queued before the reactor let go of the queue.
-        if self.closed.load(Ordering::Acquire) {
-            return Err(SendError(message));
+    /// Queues `message`; with `wake`, makes sure the reactor will wake up
+    /// for it.
+    pub(crate) fn send(&self, message: M, wake: bool) -> Result<(), SendError<M>> {
+        let (number, write) = {
+            let mut inner = self.lock();
+            // Checked under the lock that `close` takes: a message is either
+            // refused or queued before the reactor let go of the queue.
+            if inner.closed {
+                return Err(SendError(message));
+            }
+            let number = inner.next;
+            inner.next += 1;
+            inner.queue.push_back((number, message));
+            self.pending.store(inner.queue.len(), Ordering::Release);
+            let write = wake && !std::mem::replace(&mut inner.notified, true);
+            (number, write)
+        };
+        if !write {
+            return Ok(());
         }
-        queue.push_back(message);
-        self.pending.store(queue.len(), Ordering::Release);
+        if self.waker.wake().is_ok() {
+            return Ok(());
+        }
+        // The waker failed (an eventfd: only a broken descriptor can do
+        // this). Let the next request try it again, and take back this
+        // sender's own message, unless the reactor already took it.
+        let mut inner = self.lock();
+        inner.notified = false;
+        let Ok(index) = inner.queue.binary_search_by_key(&number, |&(n, _)| n) else {
+            return Ok(());
+        };
+        let taken = inner.queue.remove(index);
+        self.pending.store(inner.queue.len(), Ordering::Release);
+        match taken {
+            Some((_, message)) => Err(SendError(message)),
+            None => unreachable!("message {number} found at {index} but not removed"),
+        }
+    }
+
+    /// Sets a flag ([`Remote::wake`], [`Remote::stop`]) and wakes the reactor.
+    fn flag(&self, set: impl FnOnce(&mut Inner<M>)) -> io::Result<()> {
+        let write = {
+            let mut inner = self.lock();
+            if inner.closed {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the reactor is gone",
+                ));
+            }
+            set(&mut inner);
+            !std::mem::replace(&mut inner.notified, true)
+        };
+        if write {
+            if let Err(e) = self.waker.wake() {
+                self.lock().notified = false;
+                return Err(e);
+            }
+        }
         Ok(())
     }
 
-    fn notify(&self) -> io::Result<()> {
-        if !self.notified.swap(true, Ordering::AcqRel) {
-            self.waker.wake()?;
-        }
-        Ok(())
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        self.flag(|inner| inner.woken = true)
     }
 
-    /// Whether messages are waiting.
+    pub(crate) fn stop(&self) -> io::Result<()> {
+        self.flag(|inner| inner.stop = true)
+    }
+
+    /// The hint: whether messages may be waiting.
     pub(crate) fn has_pending(&self) -> bool {
         self.pending.load(Ordering::Acquire) > 0
     }
 
-    /// Called by the reactor when the waker's event arrives, before draining.
-    pub(crate) fn clear_notified(&self) {
-        self.notified.store(false, Ordering::Release);
+    /// Number of messages queued (a hint, see [`has_pending`](Shared::has_pending)).
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
     }
 
-    /// Moves up to `max` messages into `out`.
-    pub(crate) fn drain_into(&self, out: &mut VecDeque<M>, max: usize) {
-        if !self.has_pending() {
-            return;
-        }
-        let mut queue = self.lock();
-        let n = queue.len().min(max);
-        out.extend(queue.drain(..n));
-        self.pending.store(queue.len(), Ordering::Release);
-    }
-
-    pub(crate) fn take_woken(&self) -> bool {
-        self.woken.load(Ordering::Relaxed) && self.woken.swap(false, Ordering::AcqRel)
-    }
-
+    /// Takes a stop asked for and not yet taken.
     pub(crate) fn take_stop(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) && self.stop.swap(false, Ordering::AcqRel)
+        std::mem::take(&mut self.lock().stop)
     }
 
+    /// The reactor's look: clears `notified`, takes the flags and moves up to
+    /// `max` messages into `out`. Call it when the waker fired, or when
+    /// [`has_pending`](Shared::has_pending) says messages wait.
+    pub(crate) fn collect(&self, out: &mut VecDeque<M>, max: usize) -> Flags {
+        let mut inner = self.lock();
+        inner.notified = false;
+        let flags = Flags {
+            woken: std::mem::take(&mut inner.woken),
+            stop: std::mem::take(&mut inner.stop),
+        };
+        let n = inner.queue.len().min(max);
+        out.extend(inner.queue.drain(..n).map(|(_, message)| message));
+        self.pending.store(inner.queue.len(), Ordering::Release);
+        flags
+    }
+
+    /// Called when the reactor is dropped: refuses every later request and
+    /// drops what is queued.
     pub(crate) fn close(&self) {
-        let mut queue = self.lock();
-        self.closed.store(true, Ordering::Release);
-        queue.clear();
-        self.pending.store(0, Ordering::Release);
+        let dropped = {
+            let mut inner = self.lock();
+            inner.closed = true;
+            self.pending.store(0, Ordering::Release);
+            std::mem::take(&mut inner.queue)
+        };
+        // Messages are dropped outside the lock: their destructors may do
+        // anything, including send to another reactor.
+        drop(dropped);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 }
 
@@ -113,19 +222,22 @@ impl<M> Shared<M> {
 ///
 /// `Remote` is `Send + Sync + Clone` when the message type is `Send`. Messages
 /// arrive at [`Handler::message`](crate::Handler::message) in the order they
-/// were sent, at most
+/// were queued, at most
 /// [`messages_per_turn`](crate::Builder::messages_per_turn) per turn.
 ///
 /// # Examples
 ///
 /// ```
-/// use ontime_core::{Handler, Reactor, Ready, Token};
+/// use ontime_core::{Handler, Reactor};
 ///
 /// struct Sum(u64);
 ///
-/// impl Handler<u64> for Sum {
-///     fn ready(&mut self, _: &mut Reactor<u64>, _: Token, _: Ready) {}
-///     fn message(&mut self, reactor: &mut Reactor<u64>, n: u64) {
+/// impl Handler for Sum {
+///     type State = ();
+///     type Timer = ();
+///     type Message = u64;
+///
+///     fn message(&mut self, reactor: &mut Reactor<Sum>, n: u64) {
 ///         self.0 += n;
 ///         if n == 0 {
 ///             reactor.stop();
@@ -159,24 +271,49 @@ impl<M> Remote<M> {
 
     /// Sends a message and wakes the reactor so it handles it promptly.
     ///
+    /// However many threads send at once, the reactor's waker is written
+    /// once until the reactor has looked at the queue.
+    ///
     /// # Errors
     ///
     /// [`SendError`] holding the message if the reactor has been dropped, or
-    /// if writing its waker failed (the message is then taken back).
+    /// if writing its waker failed; the message is then not queued. Messages
+    /// other threads queued meanwhile stay queued, and the next `send` tries
+    /// the waker again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::{Handler, Reactor};
+    ///
+    /// struct Inbox(Vec<&'static str>);
+    ///
+    /// impl Handler for Inbox {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = &'static str;
+    ///
+    ///     fn message(&mut self, _: &mut Reactor<Inbox>, message: &'static str) {
+    ///         self.0.push(message);
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// let remote = reactor.remote();
+    /// std::thread::spawn(move || remote.send("hello").unwrap()).join().unwrap();
+    /// let mut inbox = Inbox(Vec::new());
+    /// reactor.turn(&mut inbox, None)?; // the send woke it: no wait
+    /// assert_eq!(inbox.0, ["hello"]);
+    ///
+    /// drop(reactor);
+    /// # let remote = { let r: Reactor<Inbox> = Reactor::new()?; r.remote() };
+    /// assert!(remote.send("too late").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send(&self, message: M) -> Result<(), SendError<M>> {
-        self.shared.push(message)?;
-        if self.shared.notify().is_err() {
-            // The waker failed (it is an eventfd: only descriptor exhaustion
-            // or a closed reactor can do this). Hand the newest message back
-            // rather than leave it unseen.
-            let mut queue = self.shared.lock();
-            let taken = queue.pop_back();
-            self.shared.pending.store(queue.len(), Ordering::Release);
-            if let Some(message) = taken {
-                return Err(SendError(message));
-            }
-        }
-        Ok(())
+        self.shared.send(message, true)
     }
 
     /// Queues a message without waking the reactor.
@@ -189,8 +326,37 @@ impl<M> Remote<M> {
     /// # Errors
     ///
     /// [`SendError`] holding the message if the reactor has been dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::{Handler, Reactor};
+    /// use std::time::Duration;
+    ///
+    /// struct Count(usize);
+    ///
+    /// impl Handler for Count {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = ();
+    ///
+    ///     fn message(&mut self, _: &mut Reactor<Count>, _: ()) {
+    ///         self.0 += 1;
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.remote().post(()).unwrap();
+    /// let mut count = Count(0);
+    /// // Queued messages make the turn's wait zero.
+    /// reactor.turn(&mut count, Some(Duration::from_secs(10)))?;
+    /// assert_eq!(count.0, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn post(&self, message: M) -> Result<(), SendError<M>> {
-        self.shared.push(message)
+        self.shared.send(message, false)
     }
 
     /// Wakes the reactor: its current or next turn returns promptly and the
@@ -199,26 +365,101 @@ impl<M> Remote<M> {
     ///
     /// # Errors
     ///
-    /// Any error writing the waker (see [`mio::Waker::wake`]).
+    /// `NotConnected` if the reactor has been dropped; any error writing the
+    /// waker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::{Handler, Reactor};
+    ///
+    /// struct Woken(bool);
+    ///
+    /// impl Handler for Woken {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = ();
+    ///
+    ///     fn woken(&mut self, reactor: &mut Reactor<Woken>) {
+    ///         self.0 = true;
+    ///         reactor.stop();
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// let remote = reactor.remote();
+    /// std::thread::spawn(move || remote.wake().unwrap());
+    /// let mut woken = Woken(false);
+    /// reactor.run(&mut woken)?;
+    /// assert!(woken.0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wake(&self) -> io::Result<()> {
-        self.shared.woken.store(true, Ordering::Release);
-        self.shared.notify()
+        self.shared.wake()
     }
 
     /// Asks the reactor to stop: [`Reactor::run`](crate::Reactor::run)
-    /// returns after the turn in progress.
+    /// returns after the turn in progress, or at once if it is not running
+    /// yet; the same as [`Reactor::stop`](crate::Reactor::stop).
     ///
     /// # Errors
     ///
-    /// Any error writing the waker.
+    /// `NotConnected` if the reactor has been dropped; any error writing the
+    /// waker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::{Handler, Reactor};
+    ///
+    /// struct Idle;
+    ///
+    /// impl Handler for Idle {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// let remote = reactor.remote();
+    /// std::thread::spawn(move || remote.stop().unwrap());
+    /// reactor.run(&mut Idle)?; // returns once the stop arrives
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stop(&self) -> io::Result<()> {
-        self.shared.stop.store(true, Ordering::Release);
-        self.shared.notify()
+        self.shared.stop()
     }
 
-    /// Number of messages sent but not yet handled.
+    /// Number of messages queued but not yet handled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::{Handler, Reactor};
+    ///
+    /// struct Idle;
+    ///
+    /// impl Handler for Idle {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = u8;
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let reactor: Reactor<Idle> = Reactor::new()?;
+    /// let remote = reactor.remote();
+    /// remote.post(1).unwrap();
+    /// remote.post(2).unwrap();
+    /// assert_eq!(remote.pending(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn pending(&self) -> usize {
-        self.shared.pending.load(Ordering::Acquire)
+        self.shared.pending()
     }
 }
 
@@ -234,13 +475,13 @@ impl<M> fmt::Debug for Remote<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Remote")
             .field("pending", &self.pending())
-            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .field("closed", &self.shared.is_closed())
             .finish()
     }
 }
 
-/// The error of [`Remote::send`] and [`Remote::post`]: the reactor is gone,
-/// and the message is handed back.
+/// The error of [`Remote::send`] and [`Remote::post`]: the reactor is gone
+/// or could not be woken, and the message is handed back.
 #[derive(PartialEq, Eq)]
 pub struct SendError<M>(pub M);
 
@@ -257,3 +498,269 @@ impl<M> fmt::Display for SendError<M> {
 }
 
 impl<M> Error for SendError<M> {}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A waker that counts its writes and fails while told to.
+    #[derive(Default)]
+    struct Model {
+        writes: AtomicUsize,
+        fail: AtomicBool,
+    }
+
+    impl Wake for Model {
+        fn wake(&self) -> io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(io::Error::other("waker broken"));
+            }
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn shared() -> Shared<u32, Model> {
+        Shared::new(Model::default())
+    }
+
+    #[test]
+    fn a_burst_of_sends_writes_the_waker_once() {
+        let shared = shared();
+        for n in 0..10 {
+            shared.send(n, true).unwrap();
+        }
+        assert_eq!(shared.waker.writes.load(Ordering::SeqCst), 1);
+        let mut out = VecDeque::new();
+        shared.collect(&mut out, usize::MAX);
+        assert_eq!(out, (0..10).collect::<Vec<_>>());
+        shared.send(10, true).unwrap();
+        assert_eq!(
+            shared.waker.writes.load(Ordering::SeqCst),
+            2,
+            "looked: wake again"
+        );
+    }
+
+    #[test]
+    fn a_failed_wake_takes_back_the_senders_own_message() {
+        let shared = shared();
+        // Another sender's message is queued behind the one that finds the
+        // waker broken; the broken send must hand back its own.
+        shared.send(1, false).unwrap();
+        shared.waker.fail.store(true, Ordering::SeqCst);
+        assert_eq!(shared.send(2, true), Err(SendError(2)));
+        shared.send(3, false).unwrap();
+        // The flag was cleared: the next send writes the waker again.
+        shared.waker.fail.store(false, Ordering::SeqCst);
+        shared.send(4, true).unwrap();
+        assert_eq!(shared.waker.writes.load(Ordering::SeqCst), 1);
+        let mut out = VecDeque::new();
+        shared.collect(&mut out, usize::MAX);
+        assert_eq!(out, [1, 3, 4]);
+    }
+
+    #[test]
+    fn a_failed_wake_after_the_reactor_took_the_message_is_success() {
+        let shared = shared();
+        shared.send(1, true).unwrap();
+        let mut out = VecDeque::new();
+        shared.collect(&mut out, usize::MAX);
+        // Found by number even after messages before it were taken.
+        shared.send(2, false).unwrap();
+        shared.waker.fail.store(true, Ordering::SeqCst);
+        assert_eq!(shared.send(3, true), Err(SendError(3)));
+        shared.collect(&mut out, usize::MAX);
+        assert_eq!(out, [1, 2]);
+    }
+
+    #[test]
+    fn a_failed_wake_or_stop_leaves_the_next_one_free_to_write() {
+        let shared = shared();
+        shared.waker.fail.store(true, Ordering::SeqCst);
+        assert!(shared.wake().is_err());
+        shared.waker.fail.store(false, Ordering::SeqCst);
+        shared.stop().unwrap();
+        assert_eq!(shared.waker.writes.load(Ordering::SeqCst), 1);
+        let flags = shared.collect(&mut VecDeque::new(), 1);
+        assert_eq!(
+            flags,
+            Flags {
+                woken: true,
+                stop: true
+            }
+        );
+    }
+
+    #[test]
+    fn collect_is_bounded_and_keeps_the_rest() {
+        let shared = shared();
+        for n in 0..5 {
+            shared.send(n, true).unwrap();
+        }
+        let mut out = VecDeque::new();
+        shared.collect(&mut out, 2);
+        assert_eq!(out, [0, 1]);
+        assert_eq!(shared.pending(), 3);
+        assert!(shared.has_pending());
+    }
+
+    #[test]
+    fn closed_refuses_everything() {
+        let shared = shared();
+        shared.send(1, true).unwrap();
+        shared.close();
+        assert_eq!(shared.pending(), 0);
+        assert_eq!(shared.send(2, true), Err(SendError(2)));
+        assert_eq!(
+            shared.wake().unwrap_err().kind(),
+            io::ErrorKind::NotConnected
+        );
+        assert!(shared.stop().is_err());
+    }
+}
+
+/// Model checks of the hand-off: `RUSTFLAGS="--cfg loom" cargo test -p
+/// ontime-core --release --lib remote`. Each explores every interleaving of
+/// a few senders and one reactor look.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// The eventfd: writes add up until a poll consumes them.
+    #[derive(Default)]
+    struct Model {
+        armed: AtomicUsize,
+        fail: AtomicBool,
+    }
+
+    impl Wake for Model {
+        fn wake(&self) -> io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(io::Error::other("waker broken"));
+            }
+            self.armed.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    impl Model {
+        /// A poll: whether the waker fired, consuming it.
+        fn poll(&self) -> bool {
+            self.armed.swap(0, Ordering::SeqCst) > 0
+        }
+    }
+
+    /// One turn of the reactor as `Reactor::turn` does it.
+    fn turn(shared: &Shared<u32, Model>, out: &mut VecDeque<u32>, max: usize) -> Flags {
+        let fired = shared.waker.poll();
+        if fired || shared.has_pending() {
+            shared.collect(out, max)
+        } else {
+            Flags::default()
+        }
+    }
+
+    /// The liveness property: after every thread is done, what is still
+    /// queued or flagged has a waker write armed for it, so a reactor that
+    /// now sleeps is woken.
+    fn assert_no_lost_wakeup(shared: &Shared<u32, Model>) {
+        let inner = shared.lock();
+        let owed = !inner.queue.is_empty() || inner.woken || inner.stop;
+        if owed {
+            assert!(
+                shared.waker.armed.load(Ordering::SeqCst) > 0,
+                "{} queued, woken {}, stop {}, and no wake-up armed",
+                inner.queue.len(),
+                inner.woken,
+                inner.stop
+            );
+        }
+    }
+
+    #[test]
+    fn no_wakeup_is_lost_between_two_senders_and_a_turn() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::new(Model::default()));
+            let senders: Vec<_> = [1, 2]
+                .into_iter()
+                .map(|n| {
+                    let shared = Arc::clone(&shared);
+                    thread::spawn(move || shared.send(n, true).unwrap())
+                })
+                .collect();
+            let mut out = VecDeque::new();
+            turn(&shared, &mut out, usize::MAX);
+            for sender in senders {
+                sender.join().unwrap();
+            }
+            assert_no_lost_wakeup(&shared);
+            // And a reactor that was woken gets everything.
+            turn(&shared, &mut out, usize::MAX);
+            let mut got: Vec<u32> = out.into_iter().collect();
+            got.sort();
+            assert_eq!(got, [1, 2]);
+        });
+    }
+
+    #[test]
+    fn no_wakeup_is_lost_for_wake_and_stop() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::new(Model::default()));
+            let a = {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || shared.wake().unwrap())
+            };
+            let b = {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || shared.send(7, true).unwrap())
+            };
+            let mut out = VecDeque::new();
+            let first = turn(&shared, &mut out, usize::MAX);
+            a.join().unwrap();
+            b.join().unwrap();
+            assert_no_lost_wakeup(&shared);
+            let second = turn(&shared, &mut out, usize::MAX);
+            assert!(first.woken || second.woken);
+            assert_eq!(out, [7]);
+        });
+    }
+
+    #[test]
+    fn a_failed_wake_hands_back_only_the_senders_message() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::new(Model::default()));
+            shared.waker.fail.store(true, Ordering::SeqCst);
+            let senders: Vec<_> = [1, 2]
+                .into_iter()
+                .map(|n| {
+                    let shared = Arc::clone(&shared);
+                    thread::spawn(move || (n, shared.send(n, true)))
+                })
+                .collect();
+            let mut out = VecDeque::new();
+            turn(&shared, &mut out, usize::MAX);
+            let mut returned = Vec::new();
+            for sender in senders {
+                let (n, result) = sender.join().unwrap();
+                if let Err(SendError(m)) = result {
+                    assert_eq!(m, n, "a sender got another's message back");
+                    returned.push(m);
+                }
+            }
+            // Repaired waker: whatever is still queued goes out with the
+            // next request, which must write the waker.
+            shared.waker.fail.store(false, Ordering::SeqCst);
+            shared.send(3, true).unwrap();
+            assert_no_lost_wakeup(&shared);
+            turn(&shared, &mut out, usize::MAX);
+            let mut all: Vec<u32> = out.into_iter().chain(returned).collect();
+            all.sort();
+            assert_eq!(all, [1, 2, 3], "each message exactly once");
+        });
+    }
+}
