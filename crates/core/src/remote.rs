@@ -730,6 +730,27 @@ mod loom_tests {
         });
     }
 
+    /// The interleaving the earlier protocol (a `notified` flag cleared with
+    /// a Release store, the queue length read with an Acquire load) lost: a
+    /// turn consumes the waker of an earlier wake, clears the flag and reads
+    /// a stale length while a sender, seeing the flag still set, skips the
+    /// waker.
+    #[test]
+    fn a_send_racing_the_turn_after_a_wake_is_not_lost() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::new(Model::default()));
+            shared.wake().unwrap();
+            let sender = {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || shared.send(1, true).unwrap())
+            };
+            let mut out = VecDeque::new();
+            turn(&shared, &mut out, usize::MAX);
+            sender.join().unwrap();
+            assert_no_lost_wakeup(&shared);
+        });
+    }
+
     #[test]
     fn a_failed_wake_hands_back_only_the_senders_message() {
         loom::model(|| {
