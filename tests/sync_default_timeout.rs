@@ -1,5 +1,5 @@
 //! The process-wide default timeout of the sync facade (rules R7, R8 and R9
-//! of `/work/shared/spec/sync-modes.md`) for TCP.
+//! of the contract in ontime-sync's crate docs) for TCP.
 //!
 //! The default is global, so this is its own test binary and its tests run
 //! one at a time: each takes [`SERIAL`] and puts the default back to `None`

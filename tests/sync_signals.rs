@@ -1,5 +1,6 @@
-//! Rule R5: a signal that interrupts a wait neither surfaces as
-//! `Interrupted` nor extends the deadline.
+//! Rule R5 of the contract in ontime-sync's crate docs: a signal that
+//! interrupts a wait neither surfaces as `Interrupted` nor extends the
+//! deadline.
 //!
 //! Its own test binary: it installs a process-wide `SIGUSR1` handler without
 //! `SA_RESTART`, so that every system call the signal lands in really

@@ -1,5 +1,6 @@
-//! The TCP part of the sync facade's contract (`/work/shared/spec/sync-modes.md`,
-//! rules R1-R14 and its checklist), over real sockets on 127.0.0.1.
+//! The TCP part of the sync facade's contract (the contract in ontime-sync's
+//! crate docs: rules R1-R14 and what the tests check), over real sockets on
+//! 127.0.0.1.
 //!
 //! This binary never changes the process-wide default timeout, so every
 //! socket here starts blocking; `tests/sync_default_timeout.rs` covers the
@@ -88,8 +89,9 @@ fn refused_addr() -> SocketAddr {
 }
 
 /// A listener whose accept queue is full, with the filler connection that
-/// fills it (see "A real connect timeout on loopback only" in the spec):
-/// backlog 0 and one connection nobody accepts, so Linux drops the next SYN.
+/// fills it (see "a real connect timeout" under the timing bounds of the
+/// contract in ontime-sync's crate docs): backlog 0 and one connection
+/// nobody accepts, so Linux drops the next SYN.
 /// `None` (after saying so) where the kernel refuses such connects instead.
 fn full_accept_queue() -> Option<(TcpListener, std::net::TcpStream)> {
     let abort = fs::read_to_string("/proc/sys/net/ipv4/tcp_abort_on_overflow").unwrap_or_default();

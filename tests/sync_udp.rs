@@ -2,10 +2,10 @@
 //! `recv_from`/`recv`, round trips with addresses, `connect`, clones,
 //! zero-length receives, `peek`, and the default timeout.
 //!
-//! Timing follows the spec's bounds: a deadline is never early (`elapsed >=
-//! T - 10 ms`) and late by at most `max(1 s, T)`; "promptly" is 250 ms;
-//! waits that must succeed get 10 s; every test runs under a watchdog and
-//! every loop is bounded. A test that changes the process-wide default
+//! Timing follows the bounds of the contract in ontime-sync's crate docs: a
+//! deadline is never early (`elapsed >= T - 10 ms`) and late by at most
+//! `max(1 s, T)`; "promptly" is 250 ms; waits that must succeed get 10 s;
+//! every test runs under a watchdog and every loop is bounded. A test that changes the process-wide default
 //! timeout runs in a child process, so that it cannot disturb the others.
 
 use std::io::ErrorKind;

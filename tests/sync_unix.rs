@@ -3,10 +3,10 @@
 //! `read_exact` with one deadline; shutdown waking a waiter; `SIGPIPE`;
 //! datagrams; and the default timeout.
 //!
-//! Timing follows the spec's bounds: a deadline is never early (`elapsed >=
-//! T - 10 ms`) and late by at most `max(1 s, T)`; "promptly" is 250 ms;
-//! waits that must succeed get 10 s; every test runs under a watchdog and
-//! every loop is bounded. Tests that change process-wide state (the default
+//! Timing follows the bounds of the contract in ontime-sync's crate docs: a
+//! deadline is never early (`elapsed >= T - 10 ms`) and late by at most
+//! `max(1 s, T)`; "promptly" is 250 ms; waits that must succeed get 10 s;
+//! every test runs under a watchdog and every loop is bounded. Tests that change process-wide state (the default
 //! timeout, `SIGPIPE`'s disposition) run in a child process, so that they
 //! cannot disturb the others. Socket files live under the temporary
 //! directory with the process id and a counter in their names, and are

@@ -1,9 +1,9 @@
 //! What the integration tests share: the watchdog, the timing bounds, the
 //! checks on errors, and running one test again in a child process.
 //!
-//! The bounds are the spec's: a deadline is never early (`elapsed >= T -
-//! 10 ms`) and late by at most `max(1 s, T)`; "promptly" is 250 ms; waits
-//! that must succeed get 10 s.
+//! The bounds are those of the contract in ontime-sync's crate docs: a
+//! deadline is never early (`elapsed >= T - 10 ms`) and late by at most
+//! `max(1 s, T)`; "promptly" is 250 ms; waits that must succeed get 10 s.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
@@ -151,7 +151,7 @@ pub(crate) fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
 ///
 /// Strict because it can be: `elapsed` is measured from before the call
 /// (see [`timed`]), the call computes its deadline after that, and the
-/// reactor's wheel rounds deadlines up. The spec's 10 ms of slack would
+/// reactor's wheel rounds deadlines up. The contract's 10 ms of slack would
 /// hide a deadline rounded down.
 #[track_caller]
 pub(crate) fn assert_timed_out(elapsed: Duration, t: Duration) {

@@ -19,7 +19,6 @@
 //! draining the queue. That is why a wait on an already-registered source
 //! needs no wake-up of the leader at all: the event it waits for wakes it.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -28,8 +27,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use ontime_core::unix::SourceFd;
-use ontime_core::{Direction, Handler, Interest, Reactor, Ready, Remote, TimerId, Token};
+use ontime_core::unix::FdSource;
+use ontime_core::{
+    AsSource, Builder, Direction, Handler, Interest, Reactor, Ready, Remote, TimerId, Token,
+};
 use slab::Slab;
 use socket2::SockRef;
 
@@ -38,7 +39,7 @@ use crate::mode::Deadline;
 /// Readiness bookkeeping of one socket, shared by its handles and the driver.
 #[derive(Debug)]
 pub(crate) struct Source {
-    /// Readiness events seen, by [`Direction`] index: bumped by the leader
+    /// Readiness events seen, by direction ([`dir`]): bumped by the leader
     /// on each event, and by `shutdown` to wake waiters.
     ticks: [AtomicU64; 2],
     /// The tick each direction was at when a call last got `WouldBlock`:
@@ -53,6 +54,14 @@ pub(crate) struct Source {
 
 const UNREGISTERED: usize = usize::MAX;
 
+/// 0 for `Read`, 1 for `Write`: the index of per-direction arrays.
+const fn dir(direction: Direction) -> usize {
+    match direction {
+        Direction::Read => 0,
+        Direction::Write => 1,
+    }
+}
+
 impl Source {
     pub(crate) fn new() -> Source {
         Source {
@@ -66,12 +75,12 @@ impl Source {
     /// The readiness tick in `direction`: read it *before* trying an
     /// operation, and pass it to [`wait`].
     pub(crate) fn tick(&self, direction: Direction) -> u64 {
-        self.ticks[direction.index()].load(Ordering::Acquire)
+        self.ticks[dir(direction)].load(Ordering::Acquire)
     }
 
     /// Records that a call tried at `tick` got `WouldBlock`.
     pub(crate) fn set_blocked(&self, direction: Direction, tick: u64) {
-        self.blocked[direction.index()].store(tick, Ordering::Release);
+        self.blocked[dir(direction)].store(tick, Ordering::Release);
     }
 
     /// Whether `tick`, read from [`tick`](Source::tick), shows the reactor
@@ -82,11 +91,11 @@ impl Source {
     /// so that it can wait on that same tick: an event between two reads
     /// would otherwise be seen by neither.
     pub(crate) fn ready_at(&self, direction: Direction, tick: u64) -> bool {
-        self.is_registered() && tick != self.blocked[direction.index()].load(Ordering::Acquire)
+        self.is_registered() && tick != self.blocked[dir(direction)].load(Ordering::Acquire)
     }
 
     fn bump(&self, direction: Direction) {
-        self.ticks[direction.index()].fetch_add(1, Ordering::AcqRel);
+        self.ticks[dir(direction)].fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn is_registered(&self) -> bool {
@@ -354,193 +363,223 @@ pub(crate) enum Request {
     Close(Arc<dyn Registered>),
 }
 
-/// The leader's state: the reactor and what its handler needs.
+/// The leader's state: the reactor and its handler.
 struct Core {
-    reactor: Reactor<Request>,
+    reactor: Reactor<Dispatch>,
     dispatch: Dispatch,
 }
 
-/// The handler: who waits for which socket and which timer.
-#[derive(Default)]
-struct Dispatch {
-    /// By token index.
-    entries: Vec<Option<Entry>>,
-    /// The deadline timers of open waits.
-    timers: HashMap<TimerId, Arc<Waiter>>,
+/// The handler. It keeps no tables: who waits for which socket lives in
+/// each registration's state (an [`Entry`]), and which wait a deadline
+/// timer is for in the timer's value.
+#[derive(Debug)]
+struct Dispatch;
+
+/// A registered socket: the state its registration carries.
+struct Entry {
+    /// The descriptor, as the reactor's source. The `io` next to it keeps it
+    /// open until the registration is gone.
+    fd: FdSource,
+    io: Arc<dyn Registered>,
+    /// Open waits, by direction ([`dir`]).
+    waits: [Vec<Pending>; 2],
 }
 
-struct Entry {
-    io: Arc<dyn Registered>,
-    /// Open waits, by direction index.
-    waits: [Vec<Pending>; 2],
+impl AsSource for Entry {
+    fn source(&mut self) -> &mut dyn ontime_core::Source {
+        &mut self.fd
+    }
 }
 
 struct Pending {
     waiter: Arc<Waiter>,
+    /// The wait's deadline timer, to free when the wait is settled by
+    /// anything else. Once it has fired the id is stale, and cancelling it
+    /// touches nothing.
     timer: Option<TimerId>,
 }
 
-impl Dispatch {
-    fn file(
-        &mut self,
-        reactor: &mut Reactor<Request>,
-        targets: &[Target],
-        deadline: Option<Instant>,
-        waiter: &Arc<Waiter>,
-    ) {
-        if !waiter.is_waiting() {
-            // Settled by its own thread already (its deadline passed).
+/// Files a wait: settles it at once if a target's tick has moved, else
+/// registers the targets as needed and lists the wait under each, with a
+/// timer for its deadline.
+fn file(
+    reactor: &mut Reactor<Dispatch>,
+    targets: &[Target],
+    deadline: Option<Instant>,
+    waiter: &Arc<Waiter>,
+) {
+    if !waiter.is_waiting() {
+        // Settled by its own thread already (its deadline passed).
+        return;
+    }
+    // First settle at once if any target moved; only then register.
+    for target in targets {
+        if target.io.source().tick(target.direction) != target.tick {
+            waiter.settle(READY);
             return;
         }
-        // First settle at once if any target moved; only then register.
-        for target in targets {
-            if target.io.source().tick(target.direction) != target.tick {
-                waiter.settle(READY);
-                return;
-            }
-        }
-        let timer = deadline.map(|deadline| {
-            let timer = reactor.timer_at(deadline);
-            self.timers.insert(timer, Arc::clone(waiter));
-            timer
-        });
-        for target in targets {
-            let token = match self.register(reactor, &target.io) {
-                Ok(token) => token,
-                Err(e) => {
-                    log::debug!("registering fd {} failed: {e}", target.io.raw_fd());
-                    *waiter.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                    waiter.settle(FAILED);
-                    break;
-                }
-            };
-            let entry = self.entries[token.0]
-                .as_mut()
-                .expect("registered token has an entry");
-            let waits = &mut entry.waits[target.direction.index()];
-            waits.retain(|pending| pending.waiter.is_waiting());
-            waits.push(Pending {
-                waiter: Arc::clone(waiter),
-                timer,
-            });
-            // A shutdown on another thread moves the ticks without the lock;
-            // its Kick request would wake this wait later anyway, but
-            // settling now saves the round trip.
-            if target.io.source().tick(target.direction) != target.tick {
-                waiter.settle(READY);
+    }
+    let timer = deadline.map(|deadline| reactor.timer_at(deadline, Arc::clone(waiter)));
+    for target in targets {
+        let token = match register(reactor, &target.io) {
+            Ok(token) => token,
+            Err(e) => {
+                log::debug!("registering fd {} failed: {e}", target.io.raw_fd());
+                *waiter.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                waiter.settle(FAILED);
                 break;
             }
-        }
-        if !waiter.is_waiting() {
-            if let Some(timer) = timer {
-                self.timers.remove(&timer);
-                reactor.cancel_timer(timer);
-            }
-        }
-    }
-
-    fn register(
-        &mut self,
-        reactor: &mut Reactor<Request>,
-        io: &Arc<dyn Registered>,
-    ) -> io::Result<Token> {
-        let source = io.source();
-        let token = source.token.load(Ordering::Acquire);
-        if token != UNREGISTERED {
-            return Ok(Token(token));
-        }
-        let fd = io.raw_fd();
-        let token =
-            reactor.register(&mut SourceFd(&fd), Interest::READABLE | Interest::WRITABLE)?;
-        if self.entries.len() <= token.0 {
-            self.entries.resize_with(token.0 + 1, || None);
-        }
-        self.entries[token.0] = Some(Entry {
-            io: Arc::clone(io),
-            waits: [Vec::new(), Vec::new()],
-        });
-        source.token.store(token.0, Ordering::Release);
-        Ok(token)
-    }
-
-    fn wake(&mut self, reactor: &mut Reactor<Request>, token: usize, direction: Direction) {
-        let Some(Some(entry)) = self.entries.get_mut(token) else {
-            return;
         };
-        for pending in entry.waits[direction.index()].drain(..) {
-            pending.waiter.settle(READY);
-            // Whoever settled the wait (this, the follower's own recheck or
-            // its own deadline), its timer is of no use any more: free it
-            // now rather than when it fires, which may be hours away. A timer
-            // that already fired has left the map.
-            if let Some(timer) = pending.timer {
-                if self.timers.remove(&timer).is_some() {
-                    reactor.cancel_timer(timer);
-                }
+        // Waits are filed outside any handler call about a socket, so no
+        // state is lent now.
+        let entry = reactor
+            .state_mut(token)
+            .expect("a registered token has its entry");
+        let waits = &mut entry.waits[dir(target.direction)];
+        // Waits settled since they were filed (by their own deadline or
+        // recheck) leave the list here; their timers go too, now rather
+        // than when they fire. Rarely any, so rarely an allocation.
+        let mut stale = Vec::new();
+        let mut i = 0;
+        while i < waits.len() {
+            if waits[i].waiter.is_waiting() {
+                i += 1;
+            } else {
+                stale.extend(waits.swap_remove(i).timer);
             }
         }
-    }
-
-    /// Wakes every wait on `token`, in both directions.
-    fn wake_all(&mut self, reactor: &mut Reactor<Request>, token: usize) {
-        self.wake(reactor, token, Direction::Read);
-        self.wake(reactor, token, Direction::Write);
-    }
-
-    /// Deregisters a socket whose last handle is gone. No call can be
-    /// waiting on it any more (a waiting call holds a handle), and a wait
-    /// request still queued for it belongs to a settled waiter, which
-    /// [`file`](Dispatch::file) skips: nothing can register it again.
-    fn close(&mut self, reactor: &mut Reactor<Request>, io: &Arc<dyn Registered>) {
-        let source = io.source();
-        let token = source.token.swap(UNREGISTERED, Ordering::AcqRel);
-        if token == UNREGISTERED {
-            return;
+        waits.push(Pending {
+            waiter: Arc::clone(waiter),
+            timer,
+        });
+        for stale in stale {
+            reactor.cancel_timer(stale);
         }
-        let fd = io.raw_fd();
-        if let Err(e) = reactor.deregister(&mut SourceFd(&fd), Token(token)) {
-            log::debug!("deregistering fd {fd} failed: {e}");
+        // A shutdown on another thread moves the ticks without the lock;
+        // its Kick request would wake this wait later anyway, but
+        // settling now saves the round trip.
+        if target.io.source().tick(target.direction) != target.tick {
+            waiter.settle(READY);
+            break;
         }
-        self.wake_all(reactor, token);
-        // Dropping the entry drops the driver's Arc: the descriptor closes
-        // now if no handle is left.
-        self.entries[token] = None;
+    }
+    if !waiter.is_waiting() {
+        if let Some(timer) = timer {
+            reactor.cancel_timer(timer);
+        }
     }
 }
 
-impl Handler<Request> for Dispatch {
-    fn ready(&mut self, reactor: &mut Reactor<Request>, token: Token, ready: Ready) {
+/// The socket's token, registering it first if it is not registered.
+fn register(reactor: &mut Reactor<Dispatch>, io: &Arc<dyn Registered>) -> io::Result<Token> {
+    let source = io.source();
+    let token = source.token.load(Ordering::Acquire);
+    if token != UNREGISTERED {
+        return Ok(Token(token));
+    }
+    let entry = Entry {
+        fd: FdSource(io.raw_fd()),
+        io: Arc::clone(io),
+        waits: [Vec::new(), Vec::new()],
+    };
+    let token = reactor.register(entry, Interest::READABLE | Interest::WRITABLE)?;
+    source.token.store(token.0, Ordering::Release);
+    Ok(token)
+}
+
+/// Settles the waits and frees their timers.
+fn wake(reactor: &mut Reactor<Dispatch>, waits: impl IntoIterator<Item = Pending>) {
+    for pending in waits {
+        pending.waiter.settle(READY);
+        // Whoever settled the wait (this, the follower's own recheck or
+        // its own deadline), its timer is of no use any more: free it
+        // now rather than when it fires, which may be hours away. A timer
+        // that already fired has a stale id, which cancels nothing.
+        if let Some(timer) = pending.timer {
+            reactor.cancel_timer(timer);
+        }
+    }
+}
+
+/// Wakes every wait on `token`, in both directions (for a `Kick`, so the
+/// state is not lent).
+fn wake_all(reactor: &mut Reactor<Dispatch>, token: Token) {
+    let Some(entry) = reactor.state_mut(token) else {
+        return;
+    };
+    let [read, write] = std::mem::take(&mut entry.waits);
+    wake(reactor, read.into_iter().chain(write));
+}
+
+/// Deregisters a socket whose last handle is gone. No call can be
+/// waiting on it any more (a waiting call holds a handle), and a wait
+/// request still queued for it belongs to a settled waiter, which
+/// [`file`](fn@file) skips: nothing can register it again.
+fn close(reactor: &mut Reactor<Dispatch>, io: &Arc<dyn Registered>) {
+    let source = io.source();
+    let token = source.token.swap(UNREGISTERED, Ordering::AcqRel);
+    if token == UNREGISTERED {
+        return;
+    }
+    let token = Token(token);
+    // Taken first: a failed deregistration drops the entry, and its waits'
+    // timers must be freed all the same.
+    let waits = reactor
+        .state_mut(token)
+        .map(|entry| std::mem::take(&mut entry.waits));
+    let entry = match reactor.deregister(token) {
+        Ok(entry) => entry,
+        Err(e) => {
+            log::debug!("deregistering fd {} failed: {e}", io.raw_fd());
+            None
+        }
+    };
+    if let Some([read, write]) = waits {
+        wake(reactor, read.into_iter().chain(write));
+    }
+    // Dropping the entry drops the driver's Arc: the descriptor closes
+    // now if no handle is left.
+    drop(entry);
+}
+
+impl Handler for Dispatch {
+    type State = Entry;
+    type Timer = Arc<Waiter>;
+    type Message = Request;
+
+    fn ready(
+        &mut self,
+        reactor: &mut Reactor<Dispatch>,
+        _: Token,
+        entry: &mut Entry,
+        ready: Ready,
+    ) {
         for direction in [Direction::Read, Direction::Write] {
             if ready.settles(direction) {
-                let Some(Some(entry)) = self.entries.get(token.0) else {
-                    return;
-                };
                 entry.io.source().bump(direction);
-                self.wake(reactor, token.0, direction);
+                wake(reactor, entry.waits[dir(direction)].drain(..));
             }
         }
     }
 
-    fn timer(&mut self, _: &mut Reactor<Request>, timer: TimerId) {
-        if let Some(waiter) = self.timers.remove(&timer) {
-            waiter.settle(TIMED_OUT);
-        }
+    fn timer(&mut self, _: &mut Reactor<Dispatch>, _: TimerId, waiter: &mut Arc<Waiter>) {
+        waiter.settle(TIMED_OUT);
     }
 
-    fn message(&mut self, reactor: &mut Reactor<Request>, request: Request) {
+    fn message(&mut self, reactor: &mut Reactor<Dispatch>, request: Request) {
         match request {
             Request::Wait {
                 targets,
                 deadline,
                 waiter,
-            } => self.file(reactor, &targets, deadline, &waiter),
+            } => file(reactor, &targets, deadline, &waiter),
             Request::Kick(io) => {
                 let token = io.source().token.load(Ordering::Acquire);
                 if token != UNREGISTERED {
-                    self.wake_all(reactor, token);
+                    wake_all(reactor, Token(token));
                 }
             }
-            Request::Close(io) => self.close(reactor, &io),
+            Request::Close(io) => close(reactor, &io),
         }
     }
 }
@@ -561,12 +600,12 @@ impl Driver {
         if let Some(driver) = DRIVER.get() {
             return Ok(driver);
         }
-        let reactor: Reactor<Request> = Reactor::builder().messages_per_turn(1024).build()?;
+        let reactor = Builder::new().messages_per_turn(1024).build::<Dispatch>()?;
         let remote = reactor.remote();
         let driver = Driver {
             core: Mutex::new(Core {
                 reactor,
-                dispatch: Dispatch::default(),
+                dispatch: Dispatch,
             }),
             remote,
             followers: Mutex::new(Slab::new()),
@@ -579,9 +618,11 @@ impl Driver {
     fn try_lead(&self) -> Option<MutexGuard<'_, Core>> {
         match self.core.try_lock() {
             Ok(core) => Some(core),
-            // A panic inside a handler cannot leave the core half-updated in
-            // a way that matters to other waiters more than a lost wake-up,
-            // and each waiter has its own deadline.
+            // Known weakness: a panic inside `Dispatch` (a broken invariant)
+            // leaves the reactor refusing every later turn, so from then on
+            // every wait that must lead fails with an error. Taking the
+            // poisoned lock at least lets followers see that error rather
+            // than hang.
             Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
             Err(TryLockError::WouldBlock) => None,
         }
@@ -759,8 +800,7 @@ pub(crate) fn wait(targets: &[Target], deadline: Deadline) -> io::Result<Outcome
     }
     let waiter = Arc::new(Waiter::new());
     if let Some(mut core) = driver.try_lead() {
-        let Core { reactor, dispatch } = &mut *core;
-        dispatch.file(reactor, targets, deadline, &waiter);
+        file(&mut core.reactor, targets, deadline, &waiter);
         driver.lead(core, &waiter)?;
         return waiter.outcome();
     }

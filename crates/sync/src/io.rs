@@ -1,9 +1,24 @@
-//! The one retry loop: try the call; on `WouldBlock`, wait for readiness
-//! until the call's deadline; try again.
+//! The retry loop of socket calls: try the call; on `WouldBlock`, wait for
+//! readiness until the call's deadline; try again.
 //!
-//! Every facade operation goes through [`retry`]. The deadline is computed
-//! once by the caller, at entry (rule R3), so spurious wake-ups, signals and
-//! partial progress never extend it.
+//! Every socket operation whose "now" a readiness event announces goes
+//! through [`retry`] (and [`retry_all`], which loops over it for the calls
+//! that must handle a whole buffer). The deadline is computed once by the
+//! caller, at entry (rule R3), so spurious wake-ups, signals and partial
+//! progress never extend it.
+//!
+//! Two other loops retry, each for a reason of its own:
+//!
+//! - `retry_with_backoff` in `net/unix.rs`, for the two Unix operations that
+//!   no readiness event on their own socket announces (a connect to a full
+//!   accept queue, a `send_to` to a full receiver): there is nothing to wait
+//!   for but time, so it sleeps in the reactor with a capped backoff.
+//! - the loop of [`select`](fn@crate::select), which waits for any of several
+//!   sockets and directions at once and reports readiness instead of
+//!   running an operation.
+//!
+//! All three share the deadlines of [`Deadline`] and the waits of the
+//! driver.
 
 use std::io;
 use std::os::fd::AsRawFd;
