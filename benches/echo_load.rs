@@ -34,7 +34,10 @@
 //! `ECHO_CONNS` (connections of the many-connection cases, default 50), and
 //! `ECHO_IDLE_MS`: if set, a further peer `ontime-idle` runs the example
 //! with `--idle-timeout-ms` of that value, which re-arms an I/O deadline in
-//! the timer wheel on every `WouldBlock`. `ECHO_PEERS=ontime,mio` runs only
+//! the timer wheel on every `WouldBlock`. `ECHO_BASELINE=PATH` adds a peer
+//! `baseline` that runs the echo server binary at PATH with the same flags
+//! as `ontime` (say, the example built from an earlier commit, to measure
+//! what a change costs side by side). `ECHO_PEERS=ontime,mio` runs only
 //! the peers named (ratios need `ontime` among them).
 
 #[path = "echo_load/load.rs"]
@@ -182,6 +185,13 @@ fn bench() -> std::io::Result<()> {
             "echo_load: NOTE: ontime's echo_server example is missing and could not be built ({e}); \
              running the other peers only"
         ),
+    }
+    if let Some(baseline) = std::env::var_os("ECHO_BASELINE") {
+        peers.push(Peer {
+            name: "baseline",
+            program: PathBuf::from(baseline),
+            args: vec!["--addr".into(), "127.0.0.1:0".into()],
+        });
     }
     for kind in servers::KINDS {
         peers.push(own_peer(&me, kind));
