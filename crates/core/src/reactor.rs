@@ -1007,6 +1007,45 @@ impl<H: Handler> Reactor<H> {
         self.clock.tick_to_instant(self.wheel.deadline(entry.key)?)
     }
 
+    /// The value of a pending timer, or `None` for a stale id or while the
+    /// value is lent to the timer's own [`Handler::timer`] call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ontime_core::{Handler, Reactor};
+    ///
+    /// struct Idle;
+    /// impl Handler for Idle {
+    ///     type State = ();
+    ///     type Timer = Vec<u8>;
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor: Reactor<Idle> = Reactor::new()?;
+    /// let id = reactor.timer_after(Duration::from_secs(60), b"key".to_vec());
+    /// assert_eq!(reactor.timer_value(id).unwrap(), b"key");
+    /// reactor.timer_value_mut(id).unwrap().push(b'2');
+    /// assert_eq!(reactor.timer_value(id).unwrap(), b"key2");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timer_value(&self, timer: TimerId) -> Option<&H::Timer> {
+        self.timers.get(timer)?.value.as_ref()
+    }
+
+    /// The value of a pending timer, mutably; `None` as for
+    /// [`timer_value`](Reactor::timer_value).
+    ///
+    /// # Examples
+    ///
+    /// See [`timer_value`](Reactor::timer_value).
+    pub fn timer_value_mut(&mut self, timer: TimerId) -> Option<&mut H::Timer> {
+        self.timers.get_mut(timer)?.value.as_mut()
+    }
+
     fn start_timer(
         &mut self,
         tick: u64,
