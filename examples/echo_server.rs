@@ -13,15 +13,21 @@
 //!
 //! What it shows:
 //!
+//! - No tables: the listener and each connection are the state of their
+//!   registration ([`Entry`]), which the reactor keeps and lends to every
+//!   event about it; the back-off timer carries what it is for ([`Alarm`]).
 //! - Edge-triggered readiness: each connection is read until it is drained,
 //!   but at most [`READS_PER_EVENT`] times per event; the rest is requeued
 //!   with [`Reactor::requeue`] so that one busy peer cannot starve the others.
-//!   A short read counts as drained (one system call fewer per message), until
-//!   the peer has shut down: see `Connection::peer_closed`.
+//!   A short read counts as drained (one system call fewer per message), but
+//!   not once an event has reported the peer's shutdown or an error: see
+//!   [`serve`].
 //! - Backpressure: bytes that could not be written back wait in a bounded
-//!   buffer, `WRITABLE` interest is registered only while that buffer holds
-//!   something, and a connection whose peer does not read is not read from
-//!   either once the buffer is full.
+//!   buffer, and a connection whose peer does not read is not read from
+//!   either once the buffer is full. Each connection is registered for
+//!   `READABLE | WRITABLE` once: a backpressure episode costs no
+//!   re-registration, and a `WRITABLE` edge with nothing to write costs no
+//!   system call.
 //! - Idle timeouts as I/O deadlines: after every `WouldBlock` the deadline in
 //!   that direction is armed again; readiness disarms it on its own; a
 //!   connection that makes no progress for the whole timeout is closed.
@@ -37,7 +43,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ontime::net::{TcpListener, TcpStream};
-use ontime::{Direction, Handler, Interest, Reactor, Ready, Remote, TimerId, Token};
+use ontime::{
+    AsSource, Direction, Handler, Interest, Reactor, Ready, Remote, Source, TimerId, Token,
+};
 
 mod common;
 
@@ -114,10 +122,11 @@ impl Config {
     }
 }
 
-/// A TCP echo server: a reactor and the handler that serves its listener.
+/// A TCP echo server: a reactor, with the listener registered, and the
+/// handler that serves it.
 #[derive(Debug)]
 pub struct EchoServer {
-    reactor: Reactor,
+    reactor: Reactor<Echo>,
     echo: Echo,
 }
 
@@ -130,13 +139,10 @@ impl EchoServer {
     /// Any error creating the reactor or binding the listener.
     pub fn new(addr: SocketAddr, idle_timeout: Option<Duration>) -> io::Result<EchoServer> {
         let mut reactor = Reactor::new()?;
-        let mut listener = listen(addr)?;
-        let listener_token = reactor.register(&mut listener, Interest::READABLE)?;
+        let listener = reactor.register(Entry::Listener(listen(addr)?), Interest::READABLE)?;
         let echo = Echo {
             listener,
-            listener_token,
             idle_timeout,
-            conns: Vec::new(),
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
             backoff: None,
             saturated: false,
@@ -150,7 +156,11 @@ impl EchoServer {
     ///
     /// Any error from the OS.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.echo.listener.local_addr()
+        match self.reactor.state(self.echo.listener) {
+            Some(Entry::Listener(listener)) => listener.local_addr(),
+            // Lent only while the server runs, which takes `&mut self`.
+            _ => unreachable!("the listener stays registered while the server lives"),
+        }
     }
 
     /// A handle to stop the server from another thread.
@@ -181,6 +191,24 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
+/// What a registration holds: the reactor keeps it with the registration
+/// and lends it to each event about it, so the server needs no table of
+/// its own.
+#[derive(Debug)]
+enum Entry {
+    Listener(TcpListener),
+    Conn(Connection),
+}
+
+impl AsSource for Entry {
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Entry::Listener(listener) => listener,
+            Entry::Conn(conn) => &mut conn.stream,
+        }
+    }
+}
+
 /// One client.
 #[derive(Debug)]
 struct Connection {
@@ -188,23 +216,24 @@ struct Connection {
     peer: SocketAddr,
     /// Bytes read but not yet written back.
     ///
-    /// Invariant: `pending.len() <= MAX_PENDING`.
+    /// Invariant: `pending.len() <= MAX_PENDING`; between events, with an
+    /// idle timeout, the write deadline is armed exactly while it is not
+    /// empty.
     pending: Vec<u8>,
-    /// Whether `WRITABLE` interest is registered: exactly while `pending` is
-    /// not empty, once an event has been handled.
-    writing: bool,
+    /// Reading stopped because `pending` was full, before the socket was
+    /// drained: what it still holds raises no new edge, so the next event
+    /// reads whatever its readiness (typically the `WRITABLE` one that
+    /// makes room).
+    paused: bool,
     /// The peer has shut down its side; close once `pending` is written.
     read_closed: bool,
-    /// An event reported the peer's shutdown (`READ_CLOSED`) or an error.
-    ///
-    /// Until then a read shorter than asked means the socket is drained: with
-    /// edge-triggered readiness, whatever arrives after that read brings a
-    /// new event. A FIN does too, but a short read can *consume* the FIN that
-    /// arrived with the last data, and nothing will arrive after it. So once
-    /// the peer is known to be closing, read on until `0` or `WouldBlock`.
-    /// Kept here rather than taken from the event at hand, because a
-    /// requeued event does not carry it.
-    peer_closed: bool,
+}
+
+/// What a timer is for: the value it carries.
+#[derive(Debug)]
+enum Alarm {
+    /// Accepting was paused for want of descriptors or memory: try again.
+    ResumeAccepting,
 }
 
 /// What to do with a connection after an event.
@@ -213,16 +242,14 @@ enum Next {
     Close,
 }
 
-/// The handler: the listener and its connections.
+/// The handler: what the listener and the connections share.
 #[derive(Debug)]
 struct Echo {
-    listener: TcpListener,
-    listener_token: Token,
+    listener: Token,
     idle_timeout: Option<Duration>,
-    /// Connections by `token.0`; reactor tokens are small reused integers.
-    conns: Vec<Option<Connection>>,
     buf: Box<[u8]>,
-    /// The back-off timer, while accepting is paused.
+    /// The back-off timer, while accepting is paused: cancelled when a
+    /// connection closes, since that frees a descriptor.
     backoff: Option<TimerId>,
     /// Accepting ran out of descriptors or memory and the backlog has not
     /// been drained since; the warning is logged once per such episode.
@@ -230,42 +257,62 @@ struct Echo {
 }
 
 impl Handler for Echo {
-    fn ready(&mut self, reactor: &mut Reactor, token: Token, ready: Ready) {
-        if token == self.listener_token {
-            if self.backoff.is_none() {
-                self.accept(reactor);
+    type State = Entry;
+    type Timer = Alarm;
+    type Message = ();
+
+    fn ready(
+        &mut self,
+        reactor: &mut Reactor<Echo>,
+        token: Token,
+        entry: &mut Entry,
+        ready: Ready,
+    ) {
+        let conn = match entry {
+            Entry::Listener(listener) => {
+                if self.backoff.is_none() {
+                    self.accept(reactor, token, listener);
+                }
+                return;
             }
-            return;
-        }
-        let Some(conn) = self.conns.get_mut(token.0).and_then(Option::as_mut) else {
-            return;
+            Entry::Conn(conn) => conn,
         };
-        conn.peer_closed |= ready.is_read_closed() || ready.is_error();
-        match serve(reactor, token, conn, &mut self.buf, self.idle_timeout) {
+        let idle = self.idle_timeout;
+        match serve(reactor, token, conn, ready, &mut self.buf, idle) {
             Ok(Next::Keep) => {}
-            Ok(Next::Close) => self.close(reactor, token),
+            Ok(Next::Close) => self.close(reactor, token, conn),
             Err(e) => {
                 if is_disconnect(&e) {
                     log::debug!("{}: {e}", conn.peer);
                 } else {
                     log::warn!("{}: {e} ({ready:?})", conn.peer);
                 }
-                self.close(reactor, token);
+                self.close(reactor, token, conn);
             }
         }
     }
 
-    fn timed_out(&mut self, reactor: &mut Reactor, token: Token, direction: Direction) {
-        if let Some(conn) = self.conns.get(token.0).and_then(Option::as_ref) {
+    fn timed_out(
+        &mut self,
+        reactor: &mut Reactor<Echo>,
+        token: Token,
+        entry: &mut Entry,
+        direction: Direction,
+    ) {
+        if let Entry::Conn(conn) = entry {
             log::debug!("{}: idle ({direction:?}), closing", conn.peer);
-            self.close(reactor, token);
+            self.close(reactor, token, conn);
         }
     }
 
-    fn timer(&mut self, reactor: &mut Reactor, timer: TimerId) {
-        if self.backoff == Some(timer) {
-            self.backoff = None;
-            self.accept(reactor);
+    fn timer(&mut self, reactor: &mut Reactor<Echo>, _: TimerId, alarm: &mut Alarm) {
+        match alarm {
+            Alarm::ResumeAccepting => {
+                self.backoff = None;
+                // Accept where the listener is at hand: in an event of its
+                // own, on the next turn (which does not wait).
+                reactor.requeue(self.listener, Ready::READABLE);
+            }
         }
     }
 }
@@ -273,9 +320,9 @@ impl Handler for Echo {
 impl Echo {
     /// Accepts until the backlog is empty, the per-event budget is spent, or
     /// the process runs out of descriptors.
-    fn accept(&mut self, reactor: &mut Reactor) {
+    fn accept(&mut self, reactor: &mut Reactor<Echo>, token: Token, listener: &mut TcpListener) {
         for _ in 0..ACCEPTS_PER_EVENT {
-            match self.listener.accept() {
+            match listener.accept() {
                 Ok((stream, peer)) => self.open(reactor, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.saturated {
@@ -302,23 +349,35 @@ impl Echo {
                     } else {
                         log::debug!("accept: {e}");
                     }
-                    self.backoff = Some(reactor.timer_after(ACCEPT_BACKOFF));
+                    self.backoff =
+                        Some(reactor.timer_after(ACCEPT_BACKOFF, Alarm::ResumeAccepting));
                     return;
                 }
             }
         }
         // More may be waiting: come back after the others had their turn.
-        reactor.requeue(self.listener_token, Ready::READABLE);
+        reactor.requeue(token, Ready::READABLE);
     }
 
-    fn open(&mut self, reactor: &mut Reactor, mut stream: TcpStream, peer: SocketAddr) {
-        let token = match reactor.register(&mut stream, Interest::READABLE) {
-            Ok(token) => token,
-            Err(e) => {
-                log::warn!("{peer}: register: {e}");
-                return;
-            }
+    fn open(&mut self, reactor: &mut Reactor<Echo>, stream: TcpStream, peer: SocketAddr) {
+        let conn = Connection {
+            stream,
+            peer,
+            pending: Vec::new(),
+            paused: false,
+            read_closed: false,
         };
+        // Both directions, once: edge-triggered, so `WRITABLE` is reported
+        // when the socket takes data again after a write would block, and
+        // backpressure needs no re-registration.
+        let token =
+            match reactor.register(Entry::Conn(conn), Interest::READABLE | Interest::WRITABLE) {
+                Ok(token) => token,
+                Err(e) => {
+                    log::warn!("{peer}: register: {e}");
+                    return;
+                }
+            };
         if let Some(idle) = self.idle_timeout {
             // A client that connects and says nothing is idle too.
             reactor
@@ -326,54 +385,59 @@ impl Echo {
                 .expect("the token was just registered");
         }
         log::debug!("{peer}: connected as {token:?}");
-        if self.conns.len() <= token.0 {
-            self.conns.resize_with(token.0 + 1, || None);
-        }
-        self.conns[token.0] = Some(Connection {
-            stream,
-            peer,
-            pending: Vec::new(),
-            writing: false,
-            read_closed: false,
-            peer_closed: false,
-        });
     }
 
-    fn close(&mut self, reactor: &mut Reactor, token: Token) {
-        let Some(mut conn) = self.conns.get_mut(token.0).and_then(Option::take) else {
-            return;
-        };
-        if let Err(e) = reactor.deregister(&mut conn.stream, token) {
+    /// Closes the connection whose event is being handled: the reactor
+    /// drops it, closing its socket, as the call returns.
+    fn close(&mut self, reactor: &mut Reactor<Echo>, token: Token, conn: &Connection) {
+        if let Err(e) = reactor.deregister(token) {
             log::debug!("{}: deregister: {e}", conn.peer);
         }
         log::debug!("{}: closed", conn.peer);
-        drop(conn);
-        // A descriptor was freed: if accepting is paused, try now rather than
-        // when the back-off timer fires.
+        // A descriptor is being freed: if accepting is paused, try on the
+        // next turn rather than when the back-off timer fires.
         if let Some(timer) = self.backoff.take() {
             reactor.cancel_timer(timer);
-            self.accept(reactor);
+            reactor.requeue(self.listener, Ready::READABLE);
         }
     }
 }
 
 /// Handles one event of a connection: writes back what is pending, reads
 /// and echoes what arrived, and arranges for the next event.
+///
+/// A read shorter than asked means the socket is drained: with
+/// edge-triggered readiness, whatever arrives after that read brings a new
+/// event. A FIN does too, but a short read can *consume* the FIN that
+/// arrived with the last data, and nothing will arrive after it. So once an
+/// event reports the peer's shutdown (`READ_CLOSED`) or an error, reading
+/// goes on until `0` or `WouldBlock`. The event at hand always tells: the
+/// reactor keeps those two flags in every later event of the registration,
+/// requeued ones included.
 fn serve(
-    reactor: &mut Reactor,
+    reactor: &mut Reactor<Echo>,
     token: Token,
     conn: &mut Connection,
+    ready: Ready,
     buf: &mut [u8],
     idle: Option<Duration>,
 ) -> io::Result<Next> {
+    // Read if there is something to read: what this event reports, or what
+    // reading left behind when the buffer filled up. A `WRITABLE` edge with
+    // nothing pending thus costs no system call.
+    let read = ready.settles(Direction::Read) || conn.paused;
+    conn.paused = false;
+    let closing = ready.is_read_closed() || ready.is_error();
+
     flush(reactor, token, conn, idle)?;
 
     let mut reads = 0;
-    while !conn.read_closed {
+    while read && !conn.read_closed {
         // Backpressure: with the buffer full, stop reading until the peer
         // reads; the WRITABLE event that follows resumes here.
         let room = MAX_PENDING - conn.pending.len();
         if room == 0 {
+            conn.paused = true;
             break;
         }
         if reads == READS_PER_EVENT {
@@ -394,7 +458,7 @@ fn serve(
                     }
                 }
                 conn.pending.extend_from_slice(data);
-                if n < len && !conn.peer_closed {
+                if n < len && !closing {
                     // Drained: more data brings a new event.
                     arm(reactor, token, Direction::Read, idle);
                     break;
@@ -417,26 +481,13 @@ fn serve(
     if conn.read_closed && conn.pending.is_empty() {
         return Ok(Next::Close);
     }
-    let writing = !conn.pending.is_empty();
-    if writing != conn.writing {
-        let interest = if writing {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        reactor.reregister(&mut conn.stream, token, interest)?;
-        conn.writing = writing;
-        if !writing {
-            // Nothing left to write: nothing to wait for in that direction.
-            reactor.set_deadline(token, Direction::Write, None)?;
-        }
-    }
     Ok(Next::Keep)
 }
 
-/// Writes as much of `conn.pending` as the socket takes.
+/// Writes as much of `conn.pending` as the socket takes; nothing, and no
+/// system call, if nothing is pending.
 fn flush(
-    reactor: &mut Reactor,
+    reactor: &mut Reactor<Echo>,
     token: Token,
     conn: &mut Connection,
     idle: Option<Duration>,
@@ -446,7 +497,16 @@ fn flush(
     }
     let written = write_some(&mut conn.stream, &conn.pending)?;
     conn.pending.drain(..written);
-    if !conn.pending.is_empty() {
+    if conn.pending.is_empty() {
+        // Nothing left to write: nothing to wait for in that direction
+        // (this event may have been a READABLE one, which leaves the write
+        // deadline armed).
+        if idle.is_some() {
+            reactor
+                .set_deadline(token, Direction::Write, None)
+                .expect("a connection being served is registered");
+        }
+    } else {
         arm(reactor, token, Direction::Write, idle);
     }
     Ok(())
@@ -470,7 +530,7 @@ fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
 
 /// Arms the idle deadline in `direction`, now that the connection waits in
 /// that direction.
-fn arm(reactor: &mut Reactor, token: Token, direction: Direction, idle: Option<Duration>) {
+fn arm(reactor: &mut Reactor<Echo>, token: Token, direction: Direction, idle: Option<Duration>) {
     if let Some(idle) = idle {
         reactor
             .set_timeout(token, direction, idle)

@@ -11,7 +11,9 @@
 //! turn, without waiting for a tick), an interval cancelled after a few
 //! firings, a timer moved to a later deadline, a read deadline on a loopback
 //! connection nobody writes to, and a thread waking the loop and sending it
-//! messages through a `Remote`. It exits by itself in about a second.
+//! messages through a `Remote`. Each timer carries a value saying what it
+//! is for (the interval's also counts its firings), so the handler matches
+//! on it rather than comparing ids. It exits by itself in about a second.
 //! `RUST_LOG=trace` shows each poll and how long it waited.
 
 use std::io;
@@ -32,16 +34,22 @@ const REMOTE_AFTER: Duration = Duration::from_millis(400);
 /// When the demo ends, whatever happened.
 const END: Duration = Duration::from_millis(1000);
 
+/// What each timer is for: the value it carries.
+enum Tick {
+    OneShot,
+    Zero,
+    Interval {
+        /// How many times it has fired so far.
+        fired: u32,
+    },
+    Reset,
+    End,
+}
+
 struct Demo {
     start: Instant,
     /// The turn being dispatched (1 for the first).
     turn: u32,
-    one_shot: TimerId,
-    zero: TimerId,
-    interval: TimerId,
-    interval_firings: u32,
-    reset: TimerId,
-    end: TimerId,
     done: bool,
 }
 
@@ -52,67 +60,75 @@ impl Demo {
     }
 }
 
-impl Handler<String> for Demo {
-    fn ready(&mut self, _: &mut Reactor<String>, token: Token, ready: Ready) {
+impl Handler for Demo {
+    type State = TcpStream;
+    type Timer = Tick;
+    type Message = String;
+
+    fn ready(&mut self, _: &mut Reactor<Demo>, token: Token, _: &mut TcpStream, ready: Ready) {
         self.say(&format!("{token:?} is {ready:?}"));
     }
 
-    fn timed_out(&mut self, _: &mut Reactor<String>, token: Token, direction: Direction) {
+    fn timed_out(
+        &mut self,
+        _: &mut Reactor<Demo>,
+        token: Token,
+        _: &mut TcpStream,
+        direction: Direction,
+    ) {
         self.say(&format!(
             "{token:?}: nothing to read within {READ_TIMEOUT:?}: {direction:?} deadline passed"
         ));
     }
 
-    fn timer(&mut self, reactor: &mut Reactor<String>, timer: TimerId) {
-        if timer == self.zero {
-            self.say("zero-delay timer fired");
-        } else if timer == self.one_shot {
-            self.say(&format!("one-shot timer fired (asked for {ONE_SHOT:?})"));
-        } else if timer == self.interval {
-            self.interval_firings += 1;
-            self.say(&format!(
-                "interval fired, {} of {INTERVAL_FIRINGS}",
-                self.interval_firings
-            ));
-            if self.interval_firings == INTERVAL_FIRINGS {
-                let cancelled = reactor.cancel_timer(timer);
-                self.say(&format!("interval cancelled: {cancelled}"));
+    fn timer(&mut self, reactor: &mut Reactor<Demo>, timer: TimerId, tick: &mut Tick) {
+        match tick {
+            Tick::Zero => self.say("zero-delay timer fired"),
+            Tick::OneShot => self.say(&format!("one-shot timer fired (asked for {ONE_SHOT:?})")),
+            Tick::Interval { fired } => {
+                // The count lives in the interval's value, kept across firings.
+                *fired += 1;
+                self.say(&format!("interval fired, {fired} of {INTERVAL_FIRINGS}"));
+                if *fired == INTERVAL_FIRINGS {
+                    let cancelled = reactor.cancel_timer(timer);
+                    self.say(&format!("interval cancelled: {cancelled}"));
+                }
             }
-        } else if timer == self.reset {
-            self.say(&format!(
+            Tick::Reset => self.say(&format!(
                 "reset timer fired (started for {RESET_FROM:?}, moved to {RESET_TO:?})"
-            ));
-        } else if timer == self.end {
-            self.say("done");
-            self.done = true;
+            )),
+            Tick::End => {
+                self.say("done");
+                self.done = true;
+            }
         }
     }
 
-    fn message(&mut self, _: &mut Reactor<String>, message: String) {
+    fn message(&mut self, _: &mut Reactor<Demo>, message: String) {
         self.say(&format!("message from the thread: {message:?}"));
     }
 
-    fn woken(&mut self, _: &mut Reactor<String>) {
+    fn woken(&mut self, _: &mut Reactor<Demo>) {
         self.say("woken by the thread");
     }
 }
 
 fn main() -> io::Result<()> {
     env_logger::init();
-    let mut reactor = Reactor::<String>::new()?;
+    let mut reactor = Reactor::<Demo>::new()?;
     let start = Instant::now();
 
-    let one_shot = reactor.timer_after(ONE_SHOT);
-    let zero = reactor.timer_after(Duration::ZERO);
-    let interval = reactor.interval(PERIOD);
-    let reset = reactor.timer_after(RESET_FROM);
+    reactor.timer_after(ONE_SHOT, Tick::OneShot);
+    reactor.timer_after(Duration::ZERO, Tick::Zero);
+    reactor.interval(PERIOD, Tick::Interval { fired: 0 });
+    let reset = reactor.timer_after(RESET_FROM, Tick::Reset);
     let moved = reactor.reset_timer(reset, start + RESET_TO);
     assert!(moved, "a timer that has not fired can be moved");
-    let end = reactor.timer_at(start + END);
+    reactor.timer_at(start + END, Tick::End);
 
     // A connection whose peer never writes: the read deadline passes.
-    let (_client, mut server) = loopback_pair()?;
-    let token = reactor.register(&mut server, Interest::READABLE)?;
+    let (_client, server) = loopback_pair()?;
+    let token = reactor.register(server, Interest::READABLE)?;
     reactor.set_timeout(token, Direction::Read, READ_TIMEOUT)?;
 
     // Another thread reaches the loop through a `Remote`: wake it, then send
@@ -131,12 +147,6 @@ fn main() -> io::Result<()> {
     let mut demo = Demo {
         start,
         turn: 0,
-        one_shot,
-        zero,
-        interval,
-        interval_firings: 0,
-        reset,
-        end,
         done: false,
     };
     demo.say("started; turning");
@@ -146,7 +156,7 @@ fn main() -> io::Result<()> {
         reactor.turn(&mut demo, None)?;
     }
     thread.join().expect("the thread does not panic");
-    reactor.deregister(&mut server, token)?;
+    reactor.deregister(token)?;
     Ok(())
 }
 

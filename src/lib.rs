@@ -14,29 +14,39 @@
 //!
 //! # Examples
 //!
-//! A timer, and a read deadline on a connection nobody writes to:
+//! A timer, and a read deadline on a connection nobody writes to. The
+//! reactor keeps the connection as its registration's state and the
+//! timer's value with the timer, and hands each back with its event:
 //!
 //! ```
 //! use std::io;
 //! use std::time::{Duration, Instant};
 //!
-//! use ontime::net::TcpListener;
-//! use ontime::{Direction, Handler, Interest, Reactor, Ready, TimerId, Token};
+//! use ontime::net::{TcpListener, TcpStream};
+//! use ontime::{Direction, Handler, Interest, Reactor, TimerId, Token};
 //!
 //! struct Log {
 //!     start: Instant,
-//!     timer: Option<Duration>,
+//!     timer: Option<(&'static str, Duration)>,
 //!     timed_out: Option<Duration>,
 //! }
 //!
 //! impl Handler for Log {
-//!     fn ready(&mut self, _: &mut Reactor, _: Token, _: Ready) {}
+//!     type State = TcpStream;
+//!     type Timer = &'static str;
+//!     type Message = ();
 //!
-//!     fn timer(&mut self, _: &mut Reactor, _: TimerId) {
-//!         self.timer = Some(self.start.elapsed());
+//!     fn timer(&mut self, _: &mut Reactor<Log>, _: TimerId, name: &mut &'static str) {
+//!         self.timer = Some((*name, self.start.elapsed()));
 //!     }
 //!
-//!     fn timed_out(&mut self, reactor: &mut Reactor, _: Token, _: Direction) {
+//!     fn timed_out(
+//!         &mut self,
+//!         reactor: &mut Reactor<Log>,
+//!         _: Token,
+//!         _: &mut TcpStream,
+//!         _: Direction,
+//!     ) {
 //!         self.timed_out = Some(self.start.elapsed());
 //!         reactor.stop();
 //!     }
@@ -45,7 +55,7 @@
 //! # fn main() -> io::Result<()> {
 //! let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
 //! let _client = std::net::TcpStream::connect(listener.local_addr()?)?;
-//! let mut server = loop {
+//! let server = loop {
 //!     match listener.accept() {
 //!         Ok((stream, _)) => break stream,
 //!         Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
@@ -54,14 +64,16 @@
 //! };
 //!
 //! let mut reactor = Reactor::new()?;
-//! let token = reactor.register(&mut server, Interest::READABLE)?;
+//! let token = reactor.register(server, Interest::READABLE)?;
 //! let mut log = Log { start: Instant::now(), timer: None, timed_out: None };
-//! reactor.timer_after(Duration::from_millis(10));
+//! reactor.timer_after(Duration::from_millis(10), "ten");
 //! reactor.set_timeout(token, Direction::Read, Duration::from_millis(50))?;
 //! reactor.run(&mut log)?;
 //!
-//! assert!(log.timer.unwrap() >= Duration::from_millis(10));
+//! let (name, elapsed) = log.timer.unwrap();
+//! assert!(name == "ten" && elapsed >= Duration::from_millis(10));
 //! assert!(log.timed_out.unwrap() >= Duration::from_millis(50));
+//! assert!(reactor.deregister(token)?.is_some(), "the stream comes back");
 //! # Ok(())
 //! # }
 //! ```

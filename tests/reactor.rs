@@ -1,22 +1,27 @@
-//! The reactor over real loopback sockets: readiness, I/O deadlines, timers,
-//! remotes, fairness, token reuse, and the echo server example under
-//! descriptor exhaustion.
+//! The reactor over real loopback sockets: readiness, the state each
+//! registration carries and the value each timer carries, I/O deadlines,
+//! timers, remotes, stopping, fairness, token reuse, and the echo server
+//! example under descriptor exhaustion.
 //!
 //! Timing follows the house bounds: a deadline is never early (asserted
 //! strictly, since the wheel rounds deadlines up), and is late by at most
 //! `max(1 s, T)`; waits that must succeed get 10 s; every test runs under a
 //! watchdog and every loop is bounded.
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::collections::HashSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ontime::net::{TcpListener, TcpStream};
-use ontime::{Direction, Handler, Interest, Reactor, Ready, TimerId, Token};
+use ontime::{
+    AsSource, Builder, Direction, Handler, Interest, Reactor, Ready, Source, TimerId, Token,
+};
 
 // The example's server, so that the descriptor-exhaustion test exercises the
 // very code the example runs.
@@ -28,7 +33,9 @@ use echo_server::EchoServer;
 
 mod common;
 
-use common::{assert_not_late, watchdog, MUST_SUCCEED, PROMPTLY, WATCHDOG};
+use common::{
+    assert_not_late, assert_prompt, expect_kind, timed, watchdog, MUST_SUCCEED, PROMPTLY, WATCHDOG,
+};
 
 // ---- Shared by the tests ------------------------------------------------
 
@@ -113,61 +120,157 @@ fn echo_once(stream: &mut std::net::TcpStream, message: &[u8]) {
     assert_eq!(back, message);
 }
 
-/// Reads until `WouldBlock`; returns the number of bytes read.
-fn drain(stream: &mut TcpStream) -> usize {
+/// Reads until `WouldBlock` or end of file; returns what was read.
+fn read_available(stream: &mut TcpStream) -> Vec<u8> {
     let mut buf = [0; 4096];
-    let mut total = 0;
+    let mut data = Vec::new();
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => return total,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
+            Ok(0) => return data,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return data,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => panic!("read: {e}"),
         }
     }
 }
 
-/// Everything a handler can be told, as recorded by [`Recorder`].
+/// Reads until `WouldBlock`; returns the number of bytes read.
+fn drain(stream: &mut TcpStream) -> usize {
+    read_available(stream).len()
+}
+
+/// Turns `reactor` until `done` holds for the handler, for at most
+/// [`MUST_SUCCEED`]; returns whether it came to hold.
+fn turn_until<H: Handler>(
+    reactor: &mut Reactor<H>,
+    handler: &mut H,
+    mut done: impl FnMut(&H) -> bool,
+) -> bool {
+    let give_up = Instant::now() + MUST_SUCCEED;
+    // Each turn waits until something happens or the time is up; the count
+    // only bounds a reactor that would spin.
+    for _ in 0..100_000 {
+        if done(handler) {
+            return true;
+        }
+        let left = give_up.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        reactor.turn(handler, Some(left)).unwrap();
+    }
+    done(handler)
+}
+
+/// Set when the value that holds it is dropped: how a test sees that the
+/// reactor dropped a registration's state or a timer's value, and when.
+#[derive(Debug)]
+struct DropFlag(Rc<Cell<bool>>);
+
+impl DropFlag {
+    /// A flag, and the handle that tells whether it was dropped.
+    fn new() -> (DropFlag, Rc<Cell<bool>>) {
+        let dropped = Rc::new(Cell::new(false));
+        (DropFlag(Rc::clone(&dropped)), dropped)
+    }
+}
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+/// A registration's state for the tests of states: a stream, a name, a count
+/// handlers change, and a flag set when the reactor drops it.
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    name: &'static str,
+    hits: u32,
+    _flag: DropFlag,
+}
+
+impl Conn {
+    /// A state for `stream`, and the handle that tells whether it was
+    /// dropped.
+    fn new(stream: TcpStream, name: &'static str) -> (Conn, Rc<Cell<bool>>) {
+        let (flag, dropped) = DropFlag::new();
+        let conn = Conn {
+            stream,
+            name,
+            hits: 0,
+            _flag: flag,
+        };
+        (conn, dropped)
+    }
+}
+
+impl AsSource for Conn {
+    fn source(&mut self) -> &mut dyn Source {
+        &mut self.stream
+    }
+}
+
+/// Everything a handler can be told, as recorded by [`Recorder`]; a timer
+/// is recorded with its id and its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Event {
+enum Event<T = u32> {
     Ready(Token, Ready),
     TimedOut(Token, Direction),
-    Timer(TimerId),
+    Timer(TimerId, T),
     Message(u32),
     Woken,
 }
 
-/// A handler that records what it is told and when.
-#[derive(Debug, Default)]
-struct Recorder {
-    events: Vec<(Instant, Event)>,
+/// A handler that records what it is told and when. Its registrations are
+/// streams, its timers carry a `T`, its messages are numbers.
+#[derive(Debug)]
+struct Recorder<T = u32> {
+    events: Vec<(Instant, Event<T>)>,
 }
 
-impl Recorder {
-    fn push(&mut self, event: Event) {
+impl<T> Default for Recorder<T> {
+    fn default() -> Recorder<T> {
+        Recorder { events: Vec::new() }
+    }
+}
+
+impl<T: Clone> Recorder<T> {
+    fn push(&mut self, event: Event<T>) {
         self.events.push((Instant::now(), event));
     }
 
-    fn events(&self) -> Vec<Event> {
-        self.events.iter().map(|&(_, event)| event).collect()
+    fn events(&self) -> Vec<Event<T>> {
+        self.events.iter().map(|(_, event)| event.clone()).collect()
     }
 }
 
-impl Handler<u32> for Recorder {
-    fn ready(&mut self, _: &mut Reactor<u32>, token: Token, ready: Ready) {
+impl<T: Clone> Handler for Recorder<T> {
+    type State = TcpStream;
+    type Timer = T;
+    type Message = u32;
+
+    fn ready(&mut self, _: &mut Reactor<Self>, token: Token, _: &mut TcpStream, ready: Ready) {
         self.push(Event::Ready(token, ready));
     }
-    fn timed_out(&mut self, _: &mut Reactor<u32>, token: Token, direction: Direction) {
+    fn timed_out(
+        &mut self,
+        _: &mut Reactor<Self>,
+        token: Token,
+        _: &mut TcpStream,
+        direction: Direction,
+    ) {
         self.push(Event::TimedOut(token, direction));
     }
-    fn timer(&mut self, _: &mut Reactor<u32>, timer: TimerId) {
-        self.push(Event::Timer(timer));
+    fn timer(&mut self, _: &mut Reactor<Self>, timer: TimerId, value: &mut T) {
+        self.push(Event::Timer(timer, value.clone()));
     }
-    fn message(&mut self, _: &mut Reactor<u32>, message: u32) {
+    fn message(&mut self, _: &mut Reactor<Self>, message: u32) {
         self.push(Event::Message(message));
     }
-    fn woken(&mut self, _: &mut Reactor<u32>) {
+    fn woken(&mut self, _: &mut Reactor<Self>) {
         self.push(Event::Woken);
     }
 }
@@ -190,23 +293,48 @@ impl XorShift {
 /// An echo handler on the reactor; the client checks the round trip.
 #[test]
 fn echo_round_trip() {
+    /// A registration: the listener, or one of its connections.
+    enum Entry {
+        Listener(TcpListener),
+        Conn(TcpStream),
+    }
+
+    impl AsSource for Entry {
+        fn source(&mut self) -> &mut dyn Source {
+            match self {
+                Entry::Listener(listener) => listener,
+                Entry::Conn(stream) => stream,
+            }
+        }
+    }
+
     struct Echo {
-        listener: TcpListener,
-        listener_token: Token,
-        conns: HashMap<Token, TcpStream>,
         closed: usize,
     }
 
     impl Handler for Echo {
-        fn ready(&mut self, reactor: &mut Reactor, token: Token, _: Ready) {
-            if token == self.listener_token {
-                while let Ok((mut stream, _)) = self.listener.accept() {
-                    let token = reactor.register(&mut stream, Interest::READABLE).unwrap();
-                    self.conns.insert(token, stream);
+        type State = Entry;
+        type Timer = ();
+        type Message = ();
+
+        fn ready(
+            &mut self,
+            reactor: &mut Reactor<Echo>,
+            token: Token,
+            entry: &mut Entry,
+            _: Ready,
+        ) {
+            let stream = match entry {
+                Entry::Listener(listener) => {
+                    while let Ok((stream, _)) = listener.accept() {
+                        reactor
+                            .register(Entry::Conn(stream), Interest::READABLE)
+                            .unwrap();
+                    }
+                    return;
                 }
-                return;
-            }
-            let stream = self.conns.get_mut(&token).unwrap();
+                Entry::Conn(stream) => stream,
+            };
             let mut buf = [0; 4096];
             loop {
                 match stream.read(&mut buf) {
@@ -218,23 +346,23 @@ fn echo_round_trip() {
                     Err(e) => panic!("read: {e}"),
                 }
             }
-            let mut stream = self.conns.remove(&token).unwrap();
-            reactor.deregister(&mut stream, token).unwrap();
+            let given_back = reactor.deregister(token).unwrap();
+            assert!(
+                given_back.is_none(),
+                "the state is lent to this call: nothing to give back"
+            );
             self.closed += 1;
         }
     }
 
     watchdog(WATCHDOG, || {
         let mut reactor = Reactor::new().unwrap();
-        let mut listener = TcpListener::bind(localhost()).unwrap();
+        let listener = TcpListener::bind(localhost()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let listener_token = reactor.register(&mut listener, Interest::READABLE).unwrap();
-        let mut echo = Echo {
-            listener,
-            listener_token,
-            conns: HashMap::new(),
-            closed: 0,
-        };
+        let listener_token = reactor
+            .register(Entry::Listener(listener), Interest::READABLE)
+            .unwrap();
+        let mut echo = Echo { closed: 0 };
 
         let client = thread::spawn(move || {
             let mut stream = connect(addr);
@@ -257,51 +385,98 @@ fn echo_round_trip() {
         client.join().unwrap();
         assert_eq!(echo.closed, 1, "the server saw the client close");
         assert_eq!(reactor.sources(), 1, "only the listener is left");
+        assert!(
+            matches!(reactor.state(listener_token), Some(Entry::Listener(_))),
+            "the listener keeps its state"
+        );
     });
 }
 
 /// Two sources ready in one batch: the handler deregisters the second while
-/// handling the first and registers a new source. The second's event in the
-/// batch is dropped, and the new source is not told of it.
+/// handling the first and registers a new source. The second's state is
+/// given back, its event in the batch is dropped, and the new source is not
+/// told of it.
 #[test]
 fn released_token_is_not_reused_within_a_batch() {
+    /// One of the pair knows the other's token; the spare knows none.
+    struct Peer {
+        stream: TcpStream,
+        other: Option<Token>,
+    }
+
+    impl AsSource for Peer {
+        fn source(&mut self) -> &mut dyn Source {
+            &mut self.stream
+        }
+    }
+
     struct Batch {
-        streams: HashMap<Token, TcpStream>,
         spare: Option<TcpStream>,
-        seen: Vec<Token>,
+        /// Each call: the token, and what its state's stream held.
+        seen: Vec<(Token, Vec<u8>)>,
         released: Option<Token>,
         replacement: Option<Token>,
     }
 
     impl Handler for Batch {
-        fn ready(&mut self, reactor: &mut Reactor, token: Token, _: Ready) {
-            self.seen.push(token);
+        type State = Peer;
+        type Timer = ();
+        type Message = ();
+
+        fn ready(&mut self, reactor: &mut Reactor<Batch>, token: Token, peer: &mut Peer, _: Ready) {
+            self.seen.push((token, read_available(&mut peer.stream)));
             if self.released.is_some() {
                 return;
             }
-            let other = *self.streams.keys().find(|&&t| t != token).unwrap();
-            let mut stream = self.streams.remove(&other).unwrap();
-            reactor.deregister(&mut stream, other).unwrap();
+            let other = peer.other.expect("the first event is for one of the pair");
+            let other_peer = reactor
+                .deregister(other)
+                .unwrap()
+                .expect("a state not lent is given back");
+            assert_eq!(other_peer.other, Some(token), "the pair name each other");
             self.released = Some(other);
 
-            let mut spare = self.spare.take().unwrap();
-            let new = reactor.register(&mut spare, Interest::READABLE).unwrap();
-            self.streams.insert(new, spare);
+            let spare = self.spare.take().unwrap();
+            let new = reactor
+                .register(
+                    Peer {
+                        stream: spare,
+                        other: None,
+                    },
+                    Interest::READABLE,
+                )
+                .unwrap();
             self.replacement = Some(new);
         }
     }
 
     watchdog(WATCHDOG, || {
-        let mut reactor = Reactor::new().unwrap();
-        let (_c1, mut s1) = readable_pair(b"1");
-        let (_c2, mut s2) = readable_pair(b"2");
+        let mut reactor = Reactor::<Batch>::new().unwrap();
+        let (_c1, s1) = readable_pair(b"1");
+        let (_c2, s2) = readable_pair(b"2");
         // Readable too: if it inherited the released token's event, that
         // event would look legitimate.
         let (_c3, s3) = readable_pair(b"3");
-        let t1 = reactor.register(&mut s1, Interest::READABLE).unwrap();
-        let t2 = reactor.register(&mut s2, Interest::READABLE).unwrap();
+        let t1 = reactor
+            .register(
+                Peer {
+                    stream: s1,
+                    other: None,
+                },
+                Interest::READABLE,
+            )
+            .unwrap();
+        let t2 = reactor
+            .register(
+                Peer {
+                    stream: s2,
+                    other: Some(t1),
+                },
+                Interest::READABLE,
+            )
+            .unwrap();
+        reactor.state_mut(t1).unwrap().other = Some(t2);
         let mut batch = Batch {
-            streams: HashMap::from([(t1, s1), (t2, s2)]),
             spare: Some(s3),
             seen: Vec::new(),
             released: None,
@@ -317,8 +492,11 @@ fn released_token_is_not_reused_within_a_batch() {
             batch.seen
         );
         assert_eq!(batch.seen.len(), 1);
+        let (first, data) = &batch.seen[0];
+        let expected: &[u8] = if *first == t1 { b"1" } else { b"2" };
+        assert_eq!(data, expected, "the event came with its own state");
         assert!(
-            !batch.seen.contains(&replacement),
+            !batch.seen.iter().any(|(token, _)| *token == replacement),
             "the new source got a stale event"
         );
         assert_ne!(
@@ -327,24 +505,33 @@ fn released_token_is_not_reused_within_a_batch() {
         );
 
         // The new source's own readiness arrives on a later turn, under its
-        // own token.
+        // own token and with its own state.
         let calls = reactor.turn(&mut batch, Some(MUST_SUCCEED)).unwrap();
         assert_eq!(calls, 1);
-        assert_eq!(batch.seen.last(), Some(&replacement));
+        assert_eq!(batch.seen.last(), Some(&(replacement, b"3".to_vec())));
     });
 }
 
 /// Readiness requeued by the handler is delivered again on the next turn,
 /// which does not block.
 #[test]
-
 fn requeue_delivers_again_next_turn() {
     struct Requeue {
         seen: Vec<(Token, Ready)>,
     }
 
     impl Handler for Requeue {
-        fn ready(&mut self, reactor: &mut Reactor, token: Token, ready: Ready) {
+        type State = TcpStream;
+        type Timer = ();
+        type Message = ();
+
+        fn ready(
+            &mut self,
+            reactor: &mut Reactor<Self>,
+            token: Token,
+            _: &mut TcpStream,
+            ready: Ready,
+        ) {
             if self.seen.is_empty() {
                 reactor.requeue(token, ready);
             }
@@ -354,8 +541,8 @@ fn requeue_delivers_again_next_turn() {
 
     watchdog(WATCHDOG, || {
         let mut reactor = Reactor::new().unwrap();
-        let (_client, mut server) = readable_pair(b"x");
-        let token = reactor.register(&mut server, Interest::READABLE).unwrap();
+        let (_client, server) = readable_pair(b"x");
+        let token = reactor.register(server, Interest::READABLE).unwrap();
         let mut handler = Requeue { seen: Vec::new() };
 
         assert_eq!(reactor.turn(&mut handler, Some(MUST_SUCCEED)).unwrap(), 1);
@@ -382,6 +569,90 @@ fn requeue_delivers_again_next_turn() {
     });
 }
 
+/// `READ_CLOSED`, once seen, comes with every later event of the
+/// registration: with readiness the handler requeued without it, and with a
+/// real event the OS reports without it (a `WRITABLE` event of a source
+/// registered for writing only, for which epoll reports nothing of the read
+/// side).
+#[test]
+fn read_closed_is_kept_in_later_events() {
+    struct Sticky {
+        seen: Vec<Ready>,
+        requeued: bool,
+    }
+
+    impl Handler for Sticky {
+        type State = TcpStream;
+        type Timer = ();
+        type Message = ();
+
+        fn ready(
+            &mut self,
+            reactor: &mut Reactor<Self>,
+            token: Token,
+            _: &mut TcpStream,
+            ready: Ready,
+        ) {
+            // Deliberately no read: the data and the FIN stay queued, so
+            // whatever the events say is all the handler knows.
+            self.seen.push(ready);
+            if ready.is_read_closed() && !self.requeued {
+                reactor.requeue(token, Ready::READABLE);
+                self.requeued = true;
+            }
+        }
+    }
+
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::new().unwrap();
+        let (mut client, server) = loopback_pair();
+        let token = reactor.register(server, Interest::READABLE).unwrap();
+        client.write_all(b"last words").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+
+        let mut sticky = Sticky {
+            seen: Vec::new(),
+            requeued: false,
+        };
+        assert!(
+            turn_until(&mut reactor, &mut sticky, |s| s.requeued),
+            "the peer's shutdown was never reported: {:?}",
+            sticky.seen
+        );
+        let closed_at = sticky.seen.len();
+
+        // The requeued delivery: asked for as READABLE alone.
+        let (calls, elapsed) = timed(|| reactor.turn(&mut sticky, Some(MUST_SUCCEED)).unwrap());
+        assert_prompt(elapsed, "a turn with requeued readiness");
+        assert_eq!(calls, 1, "{:?}", sticky.seen);
+        assert_eq!(
+            sticky.seen[closed_at],
+            Ready::READABLE | Ready::READ_CLOSED,
+            "the requeued readiness carries the flag seen before"
+        );
+
+        // A real event after it: writable, with no word of the read side from
+        // the OS.
+        reactor.reregister(token, Interest::WRITABLE).unwrap();
+        assert!(
+            turn_until(&mut reactor, &mut sticky, |s| s.seen.len() > closed_at + 1),
+            "no event after asking for WRITABLE"
+        );
+        let later = sticky.seen[closed_at + 1];
+        assert!(later.is_writable(), "{later:?}");
+        #[cfg(target_os = "linux")]
+        assert!(
+            !later.is_readable(),
+            "epoll reports no read side for a source registered for writing: {later:?}"
+        );
+        assert!(
+            later.is_read_closed(),
+            "a later event carries READ_CLOSED: {later:?}"
+        );
+        assert_eq!(sticky.seen.len(), closed_at + 2, "{:?}", sticky.seen);
+    });
+}
+
 /// A turn started from inside a handler is refused with `Other`.
 #[test]
 fn turn_inside_a_handler_is_an_error() {
@@ -390,7 +661,11 @@ fn turn_inside_a_handler_is_an_error() {
     }
 
     impl Handler for Nested {
-        fn ready(&mut self, reactor: &mut Reactor, _: Token, _: Ready) {
+        type State = TcpStream;
+        type Timer = ();
+        type Message = ();
+
+        fn ready(&mut self, reactor: &mut Reactor<Self>, _: Token, _: &mut TcpStream, _: Ready) {
             let mut inner = Nested { result: None };
             self.result = Some(reactor.turn(&mut inner, Some(Duration::ZERO)));
         }
@@ -398,8 +673,8 @@ fn turn_inside_a_handler_is_an_error() {
 
     watchdog(WATCHDOG, || {
         let mut reactor = Reactor::new().unwrap();
-        let (_client, mut server) = readable_pair(b"x");
-        reactor.register(&mut server, Interest::READABLE).unwrap();
+        let (_client, server) = readable_pair(b"x");
+        reactor.register(server, Interest::READABLE).unwrap();
         let mut handler = Nested { result: None };
         assert_eq!(reactor.turn(&mut handler, Some(MUST_SUCCEED)).unwrap(), 1);
         let err = handler.result.take().expect("the handler ran").unwrap_err();
@@ -412,15 +687,17 @@ fn turn_inside_a_handler_is_an_error() {
 /// A turn started from a timer callback is refused too: the handler is
 /// running, whatever told it.
 #[test]
-
 fn turn_inside_a_timer_callback_is_an_error() {
     struct Nested {
         result: Option<io::Result<usize>>,
     }
 
     impl Handler for Nested {
-        fn ready(&mut self, _: &mut Reactor, _: Token, _: Ready) {}
-        fn timer(&mut self, reactor: &mut Reactor, _: TimerId) {
+        type State = ();
+        type Timer = ();
+        type Message = ();
+
+        fn timer(&mut self, reactor: &mut Reactor<Self>, _: TimerId, _: &mut ()) {
             let mut inner = Nested { result: None };
             self.result = Some(reactor.turn(&mut inner, Some(Duration::ZERO)));
         }
@@ -428,7 +705,7 @@ fn turn_inside_a_timer_callback_is_an_error() {
 
     watchdog(WATCHDOG, || {
         let mut reactor = Reactor::new().unwrap();
-        reactor.timer_after(Duration::ZERO);
+        reactor.timer_after(Duration::ZERO, ());
         let mut handler = Nested { result: None };
         assert_eq!(reactor.turn(&mut handler, Some(MUST_SUCCEED)).unwrap(), 1);
         let result = handler.result.take().expect("the handler ran");
@@ -442,13 +719,18 @@ fn turn_inside_a_timer_callback_is_an_error() {
 #[test]
 fn requeued_readiness_does_not_reach_the_next_owner() {
     watchdog(WATCHDOG, || {
-        let mut reactor = Reactor::<u32>::new().unwrap();
-        let (_c1, mut first) = loopback_pair();
-        let (_c2, mut second) = loopback_pair();
-        let token = reactor.register(&mut first, Interest::READABLE).unwrap();
+        let mut reactor = Reactor::<Recorder>::new().unwrap();
+        let (_c1, first) = loopback_pair();
+        let (_c2, second) = loopback_pair();
+        let first_addr = first.local_addr().unwrap();
+        let token = reactor.register(first, Interest::READABLE).unwrap();
         reactor.requeue(token, Ready::READABLE);
-        reactor.deregister(&mut first, token).unwrap();
-        let reused = reactor.register(&mut second, Interest::READABLE).unwrap();
+        let first = reactor
+            .deregister(token)
+            .unwrap()
+            .expect("not lent: given back");
+        assert_eq!(first.local_addr().unwrap(), first_addr);
+        let reused = reactor.register(second, Interest::READABLE).unwrap();
         // Outside a dispatch batch a token is free at once: without reuse the
         // test would prove nothing.
         assert_eq!(reused, token, "the token was not reused");
@@ -472,47 +754,317 @@ fn requeued_readiness_does_not_reach_the_next_owner() {
     });
 }
 
-/// `stop` ends `run`; a program that turns the reactor itself is not left
-/// with turns that never wait.
-#[test]
-fn stop_does_not_make_later_turns_spin() {
-    watchdog(WATCHDOG, || {
-        let mut reactor = Reactor::<u32>::new().unwrap();
-        let mut recorder = Recorder::default();
-        reactor.stop();
-        reactor.turn(&mut recorder, Some(Duration::ZERO)).unwrap();
-
-        let wait = Duration::from_millis(100);
-        let start = Instant::now();
-        reactor.turn(&mut recorder, Some(wait)).unwrap();
-        assert_not_early(start.elapsed(), wait);
-    });
-}
-
 /// Operations on a token that is not registered fail with `NotFound`.
 #[test]
 fn unknown_token_is_not_found() {
-    let mut reactor: Reactor = Reactor::new().unwrap();
-    let (_client, mut server) = loopback_pair();
+    let mut reactor: Reactor<Recorder> = Reactor::new().unwrap();
+    let (_client, server) = loopback_pair();
 
     let unknown = Token(42);
-    let err = reactor.deregister(&mut server, unknown).unwrap_err();
+    let err = reactor.deregister(unknown).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
-    let err = reactor
-        .reregister(&mut server, unknown, Interest::READABLE)
-        .unwrap_err();
+    let err = reactor.reregister(unknown, Interest::READABLE).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
     let err = reactor
         .set_timeout(unknown, Direction::Read, Duration::from_secs(1))
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    assert!(reactor.state(unknown).is_none());
+    assert!(reactor.state_mut(unknown).is_none());
 
     // A token that was registered once is unknown after deregistration.
-    let token = reactor.register(&mut server, Interest::READABLE).unwrap();
-    reactor.deregister(&mut server, token).unwrap();
-    let err = reactor.deregister(&mut server, token).unwrap_err();
+    let token = reactor.register(server, Interest::READABLE).unwrap();
+    assert!(reactor.deregister(token).unwrap().is_some());
+    let err = reactor.deregister(token).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    assert!(reactor.state(token).is_none());
     assert_eq!(reactor.sources(), 0);
+}
+
+// ---- States ----------------------------------------------------------------
+
+/// During a call about a token, that token's state is lent to the call:
+/// `state_mut` gives `None` for it and `Some` for the others; after the
+/// turn the state is back, with the call's changes.
+#[test]
+fn state_is_lent_to_the_call_about_it() {
+    /// What the call found: its own state through the reactor, mutably and
+    /// not, and the other's name.
+    type Inside = (Token, bool, bool, Option<&'static str>);
+
+    struct Lent {
+        other: Token,
+        inside: Vec<Inside>,
+    }
+
+    impl Handler for Lent {
+        type State = Conn;
+        type Timer = ();
+        type Message = ();
+
+        fn ready(&mut self, reactor: &mut Reactor<Lent>, token: Token, conn: &mut Conn, _: Ready) {
+            let own_mut = reactor.state_mut(token).is_none();
+            let own = reactor.state(token).is_none();
+            let other = reactor.state_mut(self.other).map(|other| {
+                other.hits += 10;
+                other.name
+            });
+            conn.hits += 1;
+            self.inside.push((token, own_mut, own, other));
+        }
+    }
+
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::new().unwrap();
+        let (_c1, ready) = readable_pair(b"x");
+        let (_c2, quiet) = loopback_pair();
+        let (ready, ready_dropped) = Conn::new(ready, "ready");
+        let (quiet, quiet_dropped) = Conn::new(quiet, "quiet");
+        let ready = reactor.register(ready, Interest::READABLE).unwrap();
+        let quiet = reactor.register(quiet, Interest::READABLE).unwrap();
+        let mut lent = Lent {
+            other: quiet,
+            inside: Vec::new(),
+        };
+
+        assert_eq!(reactor.turn(&mut lent, Some(MUST_SUCCEED)).unwrap(), 1);
+        assert_eq!(
+            lent.inside,
+            [(ready, true, true, Some("quiet"))],
+            "(token, own state_mut is None, own state is None, the other's name)"
+        );
+        let back = reactor
+            .state(ready)
+            .expect("the state is back after the turn");
+        assert_eq!(
+            (back.name, back.hits),
+            ("ready", 1),
+            "the call's change kept"
+        );
+        let other = reactor.state(quiet).unwrap();
+        assert_eq!(
+            (other.name, other.hits),
+            ("quiet", 10),
+            "the change made through state_mut kept"
+        );
+        reactor.state_mut(ready).unwrap().hits += 1;
+        assert_eq!(reactor.state(ready).unwrap().hits, 2);
+        assert!(!ready_dropped.get() && !quiet_dropped.get());
+    });
+}
+
+/// `deregister` from the call about its own token returns `Ok(None)`; the
+/// state is dropped as the call returns (not before: the call still uses
+/// it), the source count drops by one, and nothing more reaches the token,
+/// not even once a new source has it.
+#[test]
+fn deregister_in_its_own_callback_drops_the_state_as_the_call_returns() {
+    /// What the call that deregistered saw.
+    #[derive(Debug, PartialEq)]
+    struct Inside {
+        given_back_none: bool,
+        dropped_during_the_call: bool,
+        sources: usize,
+        data: Vec<u8>,
+    }
+
+    struct Closer {
+        old: Option<Rc<Cell<bool>>>,
+        inside: Option<Inside>,
+        /// Each call after that: the token, its state's name, what it held.
+        seen: Vec<(Token, &'static str, Vec<u8>)>,
+    }
+
+    impl Handler for Closer {
+        type State = Conn;
+        type Timer = ();
+        type Message = ();
+
+        fn ready(
+            &mut self,
+            reactor: &mut Reactor<Closer>,
+            token: Token,
+            conn: &mut Conn,
+            _: Ready,
+        ) {
+            if conn.name != "old" {
+                self.seen
+                    .push((token, conn.name, read_available(&mut conn.stream)));
+                return;
+            }
+            let result = reactor.deregister(token);
+            let dropped = self.old.as_ref().expect("the flag is set up").get();
+            self.inside = Some(Inside {
+                given_back_none: matches!(result, Ok(None)),
+                dropped_during_the_call: dropped,
+                sources: reactor.sources(),
+                // The lent state is still whole until the call returns.
+                data: read_available(&mut conn.stream),
+            });
+        }
+    }
+
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::new().unwrap();
+        let (mut old_client, old) = readable_pair(b"old");
+        // A second descriptor of the old socket, kept open: the OS keeps a
+        // registration while any descriptor of the socket is open, so only
+        // the reactor's deregistration keeps the socket's later events from
+        // the token's next owner.
+        let _old_dup = socket2::SockRef::from(&old).try_clone().unwrap();
+        let (_other_client, other) = loopback_pair();
+        let (old, old_dropped) = Conn::new(old, "old");
+        let (other, _) = Conn::new(other, "other");
+        let token = reactor.register(old, Interest::READABLE).unwrap();
+        let other = reactor.register(other, Interest::READABLE).unwrap();
+        let before = reactor.sources();
+        let mut closer = Closer {
+            old: Some(Rc::clone(&old_dropped)),
+            inside: None,
+            seen: Vec::new(),
+        };
+
+        assert_eq!(reactor.turn(&mut closer, Some(MUST_SUCCEED)).unwrap(), 1);
+        assert_eq!(
+            closer.inside,
+            Some(Inside {
+                given_back_none: true,
+                dropped_during_the_call: false,
+                sources: before - 1,
+                data: b"old".to_vec(),
+            })
+        );
+        assert!(
+            old_dropped.get(),
+            "the state is dropped once the call returned"
+        );
+        assert_eq!(reactor.sources(), before - 1);
+        assert!(reactor.state(token).is_none());
+        assert!(
+            reactor.state(other).is_some(),
+            "the other source is untouched"
+        );
+        let err = reactor.deregister(token).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+
+        // The old peer writes on; a new source takes the token.
+        let _ = old_client.write_all(b"late");
+        let (_new_client, new) = readable_pair(b"new");
+        let (new, _) = Conn::new(new, "new");
+        let reused = reactor.register(new, Interest::READABLE).unwrap();
+        assert_eq!(reused, token, "the token was not reused");
+        assert!(
+            turn_until(&mut reactor, &mut closer, |c| !c.seen.is_empty()),
+            "the new source's own event never came"
+        );
+        // Anything stray would come within this wait.
+        reactor
+            .turn(&mut closer, Some(Duration::from_millis(100)))
+            .unwrap();
+        assert_eq!(
+            closer.seen,
+            [(token, "new", b"new".to_vec())],
+            "the token's new owner gets its own events only"
+        );
+    });
+}
+
+/// `deregister` outside any call gives the state back, whole and
+/// deregistered from the OS (so that it can be registered again).
+#[test]
+fn deregister_outside_a_callback_gives_the_state_back() {
+    struct Idle;
+
+    impl Handler for Idle {
+        type State = Conn;
+        type Timer = ();
+        type Message = ();
+    }
+
+    watchdog(WATCHDOG, || {
+        let mut reactor: Reactor<Idle> = Reactor::new().unwrap();
+        let (_client, server) = loopback_pair();
+        let addr = server.local_addr().unwrap();
+        let (conn, dropped) = Conn::new(server, "mine");
+        let token = reactor.register(conn, Interest::READABLE).unwrap();
+        reactor.state_mut(token).unwrap().hits = 3;
+
+        let conn = reactor
+            .deregister(token)
+            .unwrap()
+            .expect("not lent: given back");
+        assert_eq!((conn.name, conn.hits), ("mine", 3));
+        assert_eq!(conn.stream.local_addr().unwrap(), addr);
+        assert!(!dropped.get(), "given back, not dropped");
+        assert_eq!(reactor.sources(), 0);
+        assert!(reactor.state(token).is_none());
+
+        // Registering a source twice fails with the OS: this succeeds only
+        // because the first registration is gone.
+        let again = reactor.register(conn, Interest::READABLE).unwrap();
+        let conn = reactor.deregister(again).unwrap().unwrap();
+        drop(conn);
+        assert!(dropped.get());
+    });
+}
+
+/// `reregister` from the call about its own token takes effect as the call
+/// returns: a source registered for reading only, widened to writing in its
+/// first event, is told it is writable on a later turn.
+#[test]
+fn reregister_in_its_own_callback_takes_effect() {
+    struct Widen {
+        seen: Vec<Ready>,
+        result: Option<io::Result<()>>,
+    }
+
+    impl Handler for Widen {
+        type State = TcpStream;
+        type Timer = ();
+        type Message = ();
+
+        fn ready(
+            &mut self,
+            reactor: &mut Reactor<Self>,
+            token: Token,
+            _: &mut TcpStream,
+            ready: Ready,
+        ) {
+            self.seen.push(ready);
+            if self.result.is_none() {
+                self.result =
+                    Some(reactor.reregister(token, Interest::READABLE | Interest::WRITABLE));
+            }
+        }
+    }
+
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::new().unwrap();
+        let (_client, server) = readable_pair(b"x");
+        reactor.register(server, Interest::READABLE).unwrap();
+        let mut widen = Widen {
+            seen: Vec::new(),
+            result: None,
+        };
+
+        assert_eq!(reactor.turn(&mut widen, Some(MUST_SUCCEED)).unwrap(), 1);
+        assert!(widen.result.take().expect("the handler ran").is_ok());
+        assert!(
+            !widen.seen[0].is_writable(),
+            "registered for reading only: {:?}",
+            widen.seen[0]
+        );
+        widen.result = Some(Ok(()));
+        assert!(
+            turn_until(&mut reactor, &mut widen, |w| w.seen.len() > 1),
+            "no event after the new interest"
+        );
+        assert!(
+            widen.seen[1].is_writable(),
+            "the new interest took effect: {:?}",
+            widen.seen
+        );
+    });
 }
 
 // ---- I/O deadlines ---------------------------------------------------------
@@ -523,9 +1075,9 @@ fn read_deadline_is_never_early() {
     watchdog(WATCHDOG, || {
         for timeout in [Duration::from_millis(200), Duration::from_millis(300)] {
             let mut reactor = Reactor::new().unwrap();
-            let (_client, mut server) = loopback_pair();
-            let token = reactor.register(&mut server, Interest::READABLE).unwrap();
-            let mut recorder = Recorder::default();
+            let (_client, server) = loopback_pair();
+            let token = reactor.register(server, Interest::READABLE).unwrap();
+            let mut recorder = Recorder::<u32>::default();
 
             let start = Instant::now();
             reactor
@@ -565,54 +1117,67 @@ fn deadline_pushed_back_by_activity_never_fires() {
     const PERIOD: Duration = Duration::from_millis(50);
     const SENDS: u32 = 40;
 
-    struct Active {
+    /// The ticker's value: the client end it writes to, and its count.
+    struct Sender {
         client: std::net::TcpStream,
-        server: TcpStream,
+        sends: u32,
+    }
+
+    struct Active {
         token: Token,
         ticker: TimerId,
-        sends: u32,
         received: usize,
         timed_out: u32,
+        cancelled: Option<bool>,
     }
 
     impl Handler for Active {
-        fn ready(&mut self, reactor: &mut Reactor, _: Token, ready: Ready) {
+        type State = TcpStream;
+        type Timer = Sender;
+        type Message = ();
+
+        fn ready(
+            &mut self,
+            reactor: &mut Reactor<Self>,
+            token: Token,
+            server: &mut TcpStream,
+            ready: Ready,
+        ) {
+            assert_eq!(token, self.token);
             assert!(ready.is_readable());
-            self.received += drain(&mut self.server);
+            self.received += drain(server);
             // Waiting again: bound the wait.
             reactor
-                .set_timeout(self.token, Direction::Read, TIMEOUT)
+                .set_timeout(token, Direction::Read, TIMEOUT)
                 .unwrap();
         }
-        fn timed_out(&mut self, _: &mut Reactor, _: Token, _: Direction) {
+        fn timed_out(&mut self, _: &mut Reactor<Self>, _: Token, _: &mut TcpStream, _: Direction) {
             self.timed_out += 1;
         }
-        fn timer(&mut self, reactor: &mut Reactor, timer: TimerId) {
+        fn timer(&mut self, reactor: &mut Reactor<Self>, timer: TimerId, sender: &mut Sender) {
             assert_eq!(timer, self.ticker);
-            self.client.write_all(b".").unwrap();
-            self.sends += 1;
-            if self.sends == SENDS {
-                reactor.cancel_timer(timer);
+            sender.client.write_all(b".").unwrap();
+            sender.sends += 1;
+            if sender.sends == SENDS {
+                self.cancelled = Some(reactor.cancel_timer(timer));
             }
         }
     }
 
     watchdog(WATCHDOG, || {
         let mut reactor = Reactor::new().unwrap();
-        let (client, mut server) = loopback_pair();
-        let token = reactor.register(&mut server, Interest::READABLE).unwrap();
+        let (client, server) = loopback_pair();
+        let token = reactor.register(server, Interest::READABLE).unwrap();
         reactor
             .set_timeout(token, Direction::Read, TIMEOUT)
             .unwrap();
-        let ticker = reactor.interval(PERIOD);
+        let ticker = reactor.interval(PERIOD, Sender { client, sends: 0 });
         let mut active = Active {
-            client,
-            server,
             token,
             ticker,
-            sends: 0,
             received: 0,
             timed_out: 0,
+            cancelled: None,
         };
 
         // Each turn handles at least one event; 10 per send is plenty.
@@ -627,6 +1192,11 @@ fn deadline_pushed_back_by_activity_never_fires() {
             active.timed_out, 0,
             "activity kept pushing the deadline back"
         );
+        assert_eq!(
+            active.cancelled,
+            Some(true),
+            "the ticker counted in its value"
+        );
         // The deadline is armed again, for the silence that follows.
         assert!(reactor.deadline(token, Direction::Read).is_some());
     });
@@ -639,13 +1209,13 @@ fn deadline_pushed_back_by_activity_never_fires() {
 fn zero_delay_and_passed_deadline_fire_on_the_next_turn() {
     watchdog(WATCHDOG, || {
         let mut reactor = Reactor::new().unwrap();
-        let (_client, mut server) = loopback_pair();
-        let token = reactor.register(&mut server, Interest::READABLE).unwrap();
+        let (_client, server) = loopback_pair();
+        let token = reactor.register(server, Interest::READABLE).unwrap();
         let mut recorder = Recorder::default();
 
         for round in 0..5 {
             recorder.events.clear();
-            let timer = reactor.timer_after(Duration::ZERO);
+            let timer = reactor.timer_after(Duration::ZERO, round);
             let passed = Instant::now();
             reactor
                 .set_deadline(token, Direction::Read, Some(passed))
@@ -655,7 +1225,7 @@ fn zero_delay_and_passed_deadline_fire_on_the_next_turn() {
             assert_eq!(calls, 2, "round {round}: {:?}", recorder.events());
             let events = recorder.events();
             assert!(
-                events.contains(&Event::Timer(timer)),
+                events.contains(&Event::Timer(timer, round)),
                 "round {round}: {events:?}"
             );
             assert!(
@@ -673,49 +1243,49 @@ fn zero_delay_and_passed_deadline_fire_on_the_next_turn() {
 // ---- Timers ----------------------------------------------------------------
 
 /// Many timers with random delays of 0-30 ms: each fires once, none early.
+/// Each timer's value is the earliest instant it may fire at.
 #[test]
 fn timers_are_never_early() {
+    const TIMERS: usize = 300;
+
     watchdog(WATCHDOG, || {
         let seed = Instant::now().elapsed().as_nanos() as u64 | 1;
         let mut rng = XorShift(seed ^ 0x9e37_79b9_7f4a_7c15);
         let mut reactor = Reactor::new().unwrap();
-        let mut recorder = Recorder::default();
+        let mut recorder = Recorder::<Instant>::default();
 
-        // For each timer, the earliest instant it may fire at.
-        let mut earliest = HashMap::new();
-        for i in 0..300 {
+        let mut ids = HashSet::new();
+        for i in 0..TIMERS {
             let delay = Duration::from_micros(rng.next() % 30_001);
-            let (id, not_before) = if i % 2 == 0 {
+            let id = if i % 2 == 0 {
                 let at = Instant::now() + delay;
-                (reactor.timer_at(at), at)
+                reactor.timer_at(at, at)
             } else {
                 let now = Instant::now();
-                (reactor.timer_after(delay), now + delay)
+                reactor.timer_after(delay, now + delay)
             };
-            earliest.insert(id, not_before);
+            ids.insert(id);
         }
+        assert_eq!(ids.len(), TIMERS, "seed {seed}: ids are distinct");
 
         for _ in 0..10_000 {
-            if recorder.events.len() >= earliest.len() {
+            if recorder.events.len() >= TIMERS {
                 break;
             }
             reactor.turn(&mut recorder, None).unwrap();
         }
         assert_eq!(
             recorder.events.len(),
-            earliest.len(),
+            TIMERS,
             "seed {seed}: every timer fired once"
         );
-        let mut fired = HashMap::new();
+        let mut fired = HashSet::new();
         for &(at, event) in &recorder.events {
-            let Event::Timer(id) = event else {
+            let Event::Timer(id, not_before) = event else {
                 panic!("seed {seed}: unexpected {event:?}");
             };
-            assert!(
-                fired.insert(id, at).is_none(),
-                "seed {seed}: {id:?} fired twice"
-            );
-            let not_before = earliest[&id];
+            assert!(ids.contains(&id), "seed {seed}: unknown {id:?}");
+            assert!(fired.insert(id), "seed {seed}: {id:?} fired twice");
             assert!(
                 at >= not_before,
                 "seed {seed}: {id:?} fired {:?} early",
@@ -728,6 +1298,7 @@ fn timers_are_never_early() {
 }
 
 /// An interval fires every period, never early, and stops once cancelled.
+/// It counts its firings in its value.
 #[test]
 fn interval_repeats_until_cancelled() {
     const PERIOD: Duration = Duration::from_millis(20);
@@ -736,14 +1307,20 @@ fn interval_repeats_until_cancelled() {
     struct Ticks {
         start: Instant,
         at: Vec<Duration>,
+        counts: Vec<u32>,
         cancelled: Option<bool>,
     }
 
     impl Handler for Ticks {
-        fn ready(&mut self, _: &mut Reactor, _: Token, _: Ready) {}
-        fn timer(&mut self, reactor: &mut Reactor, timer: TimerId) {
+        type State = ();
+        type Timer = u32;
+        type Message = ();
+
+        fn timer(&mut self, reactor: &mut Reactor<Self>, timer: TimerId, fired: &mut u32) {
             self.at.push(self.start.elapsed());
-            if self.at.len() == FIRINGS as usize {
+            *fired += 1;
+            self.counts.push(*fired);
+            if *fired == FIRINGS {
                 self.cancelled = Some(reactor.cancel_timer(timer));
             }
         }
@@ -754,9 +1331,10 @@ fn interval_repeats_until_cancelled() {
         let mut ticks = Ticks {
             start: Instant::now(),
             at: Vec::new(),
+            counts: Vec::new(),
             cancelled: None,
         };
-        let interval = reactor.interval(PERIOD);
+        let interval = reactor.interval(PERIOD, 0);
         for _ in 0..1000 {
             if ticks.cancelled.is_some() {
                 break;
@@ -764,6 +1342,7 @@ fn interval_repeats_until_cancelled() {
             reactor.turn(&mut ticks, None).unwrap();
         }
         assert_eq!(ticks.cancelled, Some(true), "cancelling a live interval");
+        assert_eq!(ticks.counts, (1..=FIRINGS).collect::<Vec<_>>());
         for (k, &at) in ticks.at.iter().enumerate() {
             // Each deadline is one period after the previous one, so the
             // k-th firing (from 1) is at least k periods after the start.
@@ -789,12 +1368,13 @@ fn cancel_of_a_stale_timer_is_false() {
         let mut reactor = Reactor::new().unwrap();
         let mut recorder = Recorder::default();
 
-        let fired = reactor.timer_after(Duration::ZERO);
+        let fired = reactor.timer_after(Duration::ZERO, 1);
         assert_eq!(reactor.turn(&mut recorder, None).unwrap(), 1);
-        assert_eq!(recorder.events(), [Event::Timer(fired)]);
+        assert_eq!(recorder.events(), [Event::Timer(fired, 1)]);
         assert!(!reactor.cancel_timer(fired), "a fired timer is stale");
+        assert_eq!(reactor.timer_deadline(fired), None);
 
-        let cancelled = reactor.timer_after(Duration::from_secs(60));
+        let cancelled = reactor.timer_after(Duration::from_secs(60), 2);
         assert!(reactor.cancel_timer(cancelled));
         assert!(!reactor.cancel_timer(cancelled), "cancelled twice");
         assert!(
@@ -804,12 +1384,362 @@ fn cancel_of_a_stale_timer_is_false() {
 
         // A new timer may take the old one's place; the stale ids do not
         // reach it.
-        let fresh = reactor.timer_after(Duration::ZERO);
+        let fresh = reactor.timer_after(Duration::ZERO, 3);
         assert!(!reactor.cancel_timer(fired));
         assert!(!reactor.cancel_timer(cancelled));
         recorder.events.clear();
         assert_eq!(reactor.turn(&mut recorder, None).unwrap(), 1);
-        assert_eq!(recorder.events(), [Event::Timer(fresh)]);
+        assert_eq!(recorder.events(), [Event::Timer(fresh, 3)]);
+    });
+}
+
+// ---- Timer values ----------------------------------------------------------
+
+/// A timer's value for the tests of values: a name, the count of its
+/// firings (kept by the handler), and a flag set when the reactor drops it.
+#[derive(Debug)]
+struct Probe {
+    name: &'static str,
+    fired: u32,
+    _flag: DropFlag,
+}
+
+impl Probe {
+    /// A value named `name`, and the handle that tells whether it was
+    /// dropped.
+    fn new(name: &'static str) -> (Probe, Rc<Cell<bool>>) {
+        let (flag, dropped) = DropFlag::new();
+        let probe = Probe {
+            name,
+            fired: 0,
+            _flag: flag,
+        };
+        (probe, dropped)
+    }
+}
+
+/// One call of [`Probes::timer`]: when, which timer, its value's name, and
+/// its count after the call.
+type Fired = (Instant, TimerId, &'static str, u32);
+
+/// Counts each firing in the timer's value; cancels a timer that reaches
+/// `cancel_at`; when the timer named "mover" fires, resets `target` to
+/// `delay` from then.
+#[derive(Default)]
+struct Probes {
+    calls: Vec<Fired>,
+    cancel_at: Option<u32>,
+    cancelled: Option<bool>,
+    target: Option<(TimerId, Duration)>,
+    /// What `reset_timer` returned, and the deadline it was given.
+    moved: Option<(bool, Instant)>,
+}
+
+impl Handler for Probes {
+    type State = ();
+    type Timer = Probe;
+    type Message = ();
+
+    fn timer(&mut self, reactor: &mut Reactor<Self>, id: TimerId, probe: &mut Probe) {
+        probe.fired += 1;
+        self.calls
+            .push((Instant::now(), id, probe.name, probe.fired));
+        if Some(probe.fired) == self.cancel_at {
+            self.cancelled = Some(reactor.cancel_timer(id));
+        }
+        if probe.name == "mover" {
+            if let Some((target, delay)) = self.target {
+                let at = Instant::now() + delay;
+                self.moved = Some((reactor.reset_timer(target, at), at));
+            }
+        }
+    }
+}
+
+impl Probes {
+    /// The calls without their instants.
+    fn fired(&self) -> Vec<(TimerId, &'static str, u32)> {
+        self.calls
+            .iter()
+            .map(|&(_, id, name, count)| (id, name, count))
+            .collect()
+    }
+}
+
+/// A one-shot timer's value is handed to the handler once, then dropped.
+#[test]
+fn one_shot_timer_value_is_handed_once_then_dropped() {
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::new().unwrap();
+        let mut probes = Probes::default();
+        let (probe, dropped) = Probe::new("once");
+        let id = reactor.timer_after(Duration::ZERO, probe);
+        assert!(!dropped.get(), "kept while pending");
+
+        assert_eq!(reactor.turn(&mut probes, None).unwrap(), 1);
+        assert_eq!(probes.fired(), [(id, "once", 1)]);
+        assert!(dropped.get(), "dropped once handed over");
+        assert_eq!(reactor.timer_deadline(id), None);
+        assert!(!reactor.cancel_timer(id));
+
+        assert_eq!(
+            reactor
+                .turn(&mut probes, Some(Duration::from_millis(50)))
+                .unwrap(),
+            0
+        );
+        assert_eq!(probes.calls.len(), 1, "handed once");
+    });
+}
+
+/// An interval hands the same value, as the handler left it, to each
+/// firing; cancelling it drops the value.
+#[test]
+fn interval_value_persists_across_firings() {
+    const PERIOD: Duration = Duration::from_millis(5);
+    const FIRINGS: usize = 4;
+
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::new().unwrap();
+        let mut probes = Probes::default();
+        let (probe, dropped) = Probe::new("tick");
+        let id = reactor.interval(PERIOD, probe);
+
+        assert!(
+            turn_until(&mut reactor, &mut probes, |p| p.calls.len() >= FIRINGS),
+            "the interval fired {} times",
+            probes.calls.len()
+        );
+        let expected: Vec<_> = (1..=FIRINGS as u32).map(|n| (id, "tick", n)).collect();
+        assert_eq!(probes.fired(), expected, "the count grows in the value");
+        assert!(!dropped.get(), "kept between firings");
+        assert!(reactor.timer_deadline(id).is_some());
+
+        assert!(reactor.cancel_timer(id));
+        assert!(dropped.get(), "cancelling drops the value");
+        assert_eq!(reactor.resident_timers(), 0);
+    });
+}
+
+/// An interval that cancels itself in its own callback: its value is
+/// dropped as the call returns, and it never fires again.
+#[test]
+fn interval_cancelling_itself_drops_its_value() {
+    const PERIOD: Duration = Duration::from_millis(5);
+
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::new().unwrap();
+        let mut probes = Probes {
+            cancel_at: Some(3),
+            ..Probes::default()
+        };
+        let (probe, dropped) = Probe::new("self");
+        let id = reactor.interval(PERIOD, probe);
+
+        assert!(
+            turn_until(&mut reactor, &mut probes, |p| p.cancelled.is_some()),
+            "the interval fired {} times",
+            probes.calls.len()
+        );
+        assert_eq!(probes.cancelled, Some(true), "cancelled while live");
+        assert!(dropped.get(), "the value went with the timer");
+        assert_eq!(reactor.resident_timers(), 0);
+        assert_eq!(reactor.timer_deadline(id), None);
+
+        let quiet = Instant::now() + PERIOD * 10;
+        while Instant::now() < quiet {
+            reactor.turn(&mut probes, Some(PERIOD)).unwrap();
+        }
+        assert_eq!(
+            probes.fired(),
+            [(id, "self", 1), (id, "self", 2), (id, "self", 3)],
+            "never fired again"
+        );
+        assert!(!reactor.cancel_timer(id));
+    });
+}
+
+/// A timer moved from another timer's callback keeps its id and its value,
+/// and fires at its new deadline, never before.
+#[test]
+fn timer_reset_in_another_timers_callback_keeps_its_value() {
+    const DELAY: Duration = Duration::from_millis(20);
+
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::new().unwrap();
+        let (far, far_dropped) = Probe::new("far");
+        let far = reactor.timer_after(Duration::from_secs(60), far);
+        let (mover, mover_dropped) = Probe::new("mover");
+        let mover = reactor.timer_after(Duration::ZERO, mover);
+        let mut probes = Probes {
+            target: Some((far, DELAY)),
+            ..Probes::default()
+        };
+
+        assert_eq!(reactor.turn(&mut probes, None).unwrap(), 1);
+        assert_eq!(probes.fired(), [(mover, "mover", 1)]);
+        let (moved, at) = probes.moved.expect("the mover fired");
+        assert!(moved, "reset of a pending timer");
+        assert!(mover_dropped.get());
+        assert!(!far_dropped.get(), "moving a timer keeps its value");
+        let deadline = reactor.timer_deadline(far).expect("still pending");
+        assert!(deadline >= at, "moved to {at:?}, fires at {deadline:?}");
+
+        assert!(
+            turn_until(&mut reactor, &mut probes, |p| p.calls.len() >= 2),
+            "the moved timer never fired"
+        );
+        let (fired_at, id, name, count) = probes.calls[1];
+        assert_eq!((id, name, count), (far, "far", 1), "its own value, unfired");
+        assert!(
+            fired_at >= at,
+            "fired {:?} before its new deadline",
+            at - fired_at
+        );
+        assert_not_late(fired_at - at, Duration::ZERO);
+        assert!(far_dropped.get(), "dropped once fired");
+        assert_eq!(probes.calls.len(), 2);
+    });
+}
+
+// ---- Stopping ----------------------------------------------------------------
+
+/// Records each timer by name, and stops `run` when a timer whose value says
+/// so fires.
+#[derive(Default)]
+struct Stopper {
+    fired: Vec<(Instant, &'static str)>,
+}
+
+impl Handler for Stopper {
+    type State = ();
+    /// A name, and whether to stop.
+    type Timer = (&'static str, bool);
+    type Message = ();
+
+    fn timer(
+        &mut self,
+        reactor: &mut Reactor<Self>,
+        _: TimerId,
+        &mut (name, stop): &mut Self::Timer,
+    ) {
+        self.fired.push((Instant::now(), name));
+        if stop {
+            reactor.stop();
+        }
+    }
+}
+
+impl Stopper {
+    fn names(&self) -> Vec<&'static str> {
+        self.fired.iter().map(|&(_, name)| name).collect()
+    }
+}
+
+/// After a stop was consumed, `run` waits for work: here a 20 ms timer that
+/// stops it, which it must not outrun.
+fn assert_run_waits_for_work(reactor: &mut Reactor<Stopper>, stopper: &mut Stopper) {
+    const DELAY: Duration = Duration::from_millis(20);
+    let before = stopper.fired.len();
+    let start = Instant::now();
+    reactor.timer_after(DELAY, ("stop", true));
+    reactor.run(stopper).unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(
+        stopper.names().last(),
+        Some(&"stop"),
+        "run returned before its work: {:?}",
+        stopper.names()
+    );
+    assert!(stopper.fired.len() > before);
+    assert_timed_out(elapsed, DELAY);
+    assert!(!reactor.is_stopping(), "the stop was consumed");
+}
+
+/// `Reactor::stop` before `run` makes it return at once, without a turn
+/// (a due timer does not fire), instead of waiting for a 10 s timer; the
+/// stop is consumed, so the next `run` waits for its work.
+#[test]
+fn stop_before_run_returns_at_once_and_is_consumed() {
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::new().unwrap();
+        let mut stopper = Stopper::default();
+        reactor.timer_after(Duration::ZERO, ("due", false));
+        let far = reactor.timer_after(Duration::from_secs(10), ("far", true));
+        reactor.stop();
+        assert!(reactor.is_stopping());
+
+        let (result, elapsed) = timed(|| reactor.run(&mut stopper));
+        result.unwrap();
+        assert_prompt(elapsed, "run after a stop");
+        assert_eq!(stopper.names(), Vec::<&str>::new(), "no turn");
+        assert!(!reactor.is_stopping(), "the stop was consumed");
+
+        assert_run_waits_for_work(&mut reactor, &mut stopper);
+        assert_eq!(stopper.names(), ["due", "stop"]);
+        assert!(reactor.timer_deadline(far).is_some(), "still pending");
+    });
+}
+
+/// `Remote::stop` before `run` makes it return at once, without a turn, and
+/// is consumed like `Reactor::stop`. Received by a hand-driven turn, it is
+/// kept (`is_stopping`) until a `run` returns because of it, and does not
+/// make the turns after it spin.
+#[test]
+fn remote_stop_before_run_returns_at_once_and_is_consumed() {
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::new().unwrap();
+        let remote = reactor.remote();
+        let mut stopper = Stopper::default();
+        reactor.timer_after(Duration::ZERO, ("due", false));
+        let far = reactor.timer_after(Duration::from_secs(10), ("far", true));
+        remote.stop().unwrap();
+
+        let (result, elapsed) = timed(|| reactor.run(&mut stopper));
+        result.unwrap();
+        assert_prompt(elapsed, "run after a remote stop");
+        assert_eq!(stopper.names(), Vec::<&str>::new(), "no turn");
+        assert!(!reactor.is_stopping());
+
+        // The wake-up the stop left behind does not end the next run.
+        assert_run_waits_for_work(&mut reactor, &mut stopper);
+        assert_eq!(stopper.names(), ["due", "stop"]);
+
+        // A stop a hand-driven turn receives stays pending.
+        remote.stop().unwrap();
+        let (calls, elapsed) = timed(|| reactor.turn(&mut stopper, Some(MUST_SUCCEED)).unwrap());
+        assert_prompt(elapsed, "a turn woken by a stop");
+        assert_eq!(calls, 0);
+        assert!(reactor.is_stopping(), "received, kept for run");
+        let wait = Duration::from_millis(100);
+        let (calls, elapsed) = timed(|| reactor.turn(&mut stopper, Some(wait)).unwrap());
+        assert_eq!(calls, 0);
+        assert_not_early(elapsed, wait);
+        assert!(reactor.is_stopping());
+        let (result, elapsed) = timed(|| reactor.run(&mut stopper));
+        result.unwrap();
+        assert_prompt(elapsed, "run after a received stop");
+        assert!(!reactor.is_stopping());
+        assert!(reactor.timer_deadline(far).is_some(), "still pending");
+    });
+}
+
+/// `stop` ends `run`; a program that turns the reactor itself is not left
+/// with turns that never wait.
+#[test]
+fn stop_does_not_make_later_turns_spin() {
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::<Recorder>::new().unwrap();
+        let mut recorder = Recorder::default();
+        reactor.stop();
+        reactor.turn(&mut recorder, Some(Duration::ZERO)).unwrap();
+
+        let wait = Duration::from_millis(100);
+        let start = Instant::now();
+        reactor.turn(&mut recorder, Some(wait)).unwrap();
+        assert_not_early(start.elapsed(), wait);
+        assert!(reactor.is_stopping(), "turns leave the stop for run");
+        assert!(recorder.events().is_empty());
     });
 }
 
@@ -820,22 +1750,26 @@ fn cancel_of_a_stale_timer_is_false() {
 fn run_until_poked(poke: impl FnOnce(&ontime::Remote<u32>) + Send + 'static) -> Vec<Event> {
     struct StopOnAnything(Recorder);
 
-    impl Handler<u32> for StopOnAnything {
-        fn ready(&mut self, reactor: &mut Reactor<u32>, token: Token, ready: Ready) {
-            self.0.ready(reactor, token, ready);
+    impl Handler for StopOnAnything {
+        type State = TcpStream;
+        type Timer = u32;
+        type Message = u32;
+
+        fn ready(&mut self, _: &mut Reactor<Self>, token: Token, _: &mut TcpStream, ready: Ready) {
+            self.0.push(Event::Ready(token, ready));
         }
-        fn message(&mut self, reactor: &mut Reactor<u32>, message: u32) {
-            self.0.message(reactor, message);
+        fn message(&mut self, reactor: &mut Reactor<Self>, message: u32) {
+            self.0.push(Event::Message(message));
             reactor.stop();
         }
-        fn woken(&mut self, reactor: &mut Reactor<u32>) {
-            self.0.woken(reactor);
+        fn woken(&mut self, reactor: &mut Reactor<Self>) {
+            self.0.push(Event::Woken);
             reactor.stop();
         }
     }
 
     watchdog(WATCHDOG, move || {
-        let mut reactor = Reactor::<u32>::new().unwrap();
+        let mut reactor = Reactor::<StopOnAnything>::new().unwrap();
         let remote = reactor.remote();
         let poker = thread::spawn(move || {
             // Not needed for correctness (a poke before `run` works too); it
@@ -871,7 +1805,7 @@ fn remote_stop_unblocks_run() {
 /// A sender that is gone, and a reactor that is gone.
 #[test]
 fn send_to_a_dropped_reactor_fails() {
-    let reactor = Reactor::<u32>::new().unwrap();
+    let reactor = Reactor::<Recorder>::new().unwrap();
     let remote = reactor.remote();
     drop(reactor);
     assert_eq!(remote.send(1), Err(ontime::SendError(1)));
@@ -883,9 +1817,9 @@ fn send_to_a_dropped_reactor_fails() {
 #[test]
 fn messages_per_turn_bounds_each_turn() {
     watchdog(WATCHDOG, || {
-        let mut reactor = Reactor::builder()
+        let mut reactor = Builder::new()
             .messages_per_turn(4)
-            .build::<u32>()
+            .build::<Recorder>()
             .unwrap();
         let remote = reactor.remote();
         for n in 0..10 {
@@ -908,6 +1842,110 @@ fn messages_per_turn_bounds_each_turn() {
         let expected: Vec<Event> = (0..10).map(Event::Message).collect();
         assert_eq!(recorder.events(), expected);
     });
+}
+
+/// Several threads send at once while the reactor runs: every message
+/// arrives exactly once, each thread's in the order it sent them, and the
+/// run ends once the last has arrived.
+#[test]
+fn remote_burst_from_several_threads_arrives_once_in_order() {
+    const THREADS: usize = 4;
+    const SENDS: u32 = 1000;
+
+    struct Inbox {
+        /// By thread: the number of the next message expected.
+        next: Vec<u32>,
+        /// Messages that came out of order: (thread, number, expected).
+        out_of_order: Vec<(usize, u32, u32)>,
+        received: usize,
+        gave_up: bool,
+    }
+
+    impl Handler for Inbox {
+        type State = ();
+        type Timer = ();
+        /// The sending thread, and the message's number in its sequence.
+        type Message = (usize, u32);
+
+        fn message(&mut self, reactor: &mut Reactor<Self>, (thread, n): (usize, u32)) {
+            if self.next[thread] != n {
+                self.out_of_order.push((thread, n, self.next[thread]));
+            }
+            self.next[thread] = n + 1;
+            self.received += 1;
+            if self.received == THREADS * SENDS as usize {
+                reactor.stop();
+            }
+        }
+        fn timer(&mut self, reactor: &mut Reactor<Self>, _: TimerId, _: &mut ()) {
+            self.gave_up = true;
+            reactor.stop();
+        }
+    }
+
+    watchdog(WATCHDOG, || {
+        let mut reactor = Reactor::new().unwrap();
+        let start = Arc::new(Barrier::new(THREADS + 1));
+        let senders: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let remote = reactor.remote();
+                let start = Arc::clone(&start);
+                thread::spawn(move || {
+                    start.wait();
+                    for n in 0..SENDS {
+                        remote
+                            .send((thread, n))
+                            .unwrap_or_else(|_| panic!("thread {thread}: send {n} failed"));
+                    }
+                })
+            })
+            .collect();
+        // A bound of its own, so that a lost message fails with a message
+        // rather than by the watchdog.
+        let give_up = reactor.timer_after(MUST_SUCCEED, ());
+        let mut inbox = Inbox {
+            next: vec![0; THREADS],
+            out_of_order: Vec::new(),
+            received: 0,
+            gave_up: false,
+        };
+        start.wait();
+        reactor.run(&mut inbox).unwrap();
+        for sender in senders {
+            sender.join().unwrap();
+        }
+
+        assert!(
+            !inbox.gave_up,
+            "{} of {} messages arrived within {MUST_SUCCEED:?}",
+            inbox.received,
+            THREADS * SENDS as usize
+        );
+        assert_eq!(inbox.out_of_order, [], "(thread, number, expected)");
+        assert_eq!(inbox.next, [SENDS; THREADS], "each thread's every message");
+        assert_eq!(
+            inbox.received,
+            THREADS * SENDS as usize,
+            "each exactly once"
+        );
+        assert_eq!(reactor.remote().pending(), 0);
+        assert!(reactor.cancel_timer(give_up));
+    });
+}
+
+// ---- Building ----------------------------------------------------------------
+
+/// A zero tick is refused with `InvalidInput`; the smallest other one is
+/// not.
+#[test]
+fn zero_tick_is_invalid_input() {
+    let result = Builder::new().tick(Duration::ZERO).build::<Recorder>();
+    let err = expect_kind(result, io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("tick"), "{err}");
+    Builder::new()
+        .tick(Duration::from_nanos(1))
+        .build::<Recorder>()
+        .unwrap();
 }
 
 // ---- The echo server example -----------------------------------------------
