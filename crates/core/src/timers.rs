@@ -257,6 +257,14 @@ mod tests {
         assert_eq!(timers.len(), 1);
     }
 
+    /// A regression guard: with the wheel's 32-byte node, a reactor timer
+    /// with an 8-byte value costs 72 bytes.
+    #[test]
+    fn a_slot_is_40_bytes_for_an_8_byte_value() {
+        assert_eq!(std::mem::size_of::<Slot<u64>>(), 40);
+        assert_eq!(std::mem::size_of::<Slot<std::sync::Arc<u8>>>(), 32);
+    }
+
     #[test]
     fn slots_are_reused_with_a_new_generation() {
         let mut wheel = Wheel::new();
