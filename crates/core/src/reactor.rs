@@ -330,7 +330,24 @@ impl<H: Handler> Reactor<H> {
     ///
     /// # Examples
     ///
-    /// See [`register`](Reactor::register).
+    /// ```
+    /// # use ontime_core::{Handler, Reactor};
+    /// # struct Idle;
+    /// # impl Handler for Idle {
+    /// #     type State = ontime_core::net::UdpSocket;
+    /// #     type Timer = ();
+    /// #     type Message = ();
+    /// # }
+    /// # fn main() -> std::io::Result<()> {
+    /// use ontime_core::{net::UdpSocket, Interest};
+    ///
+    /// let mut reactor: Reactor<Idle> = Reactor::new()?;
+    /// let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// reactor.register(socket, Interest::READABLE)?;
+    /// assert_eq!(reactor.sources(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn sources(&self) -> usize {
         self.registrations.len() - self.released.len()
     }
@@ -339,7 +356,25 @@ impl<H: Handler> Reactor<H> {
     ///
     /// # Examples
     ///
-    /// See [`set_deadline`](Reactor::set_deadline).
+    /// ```
+    /// # use ontime_core::{Handler, Reactor};
+    /// # struct Idle;
+    /// # impl Handler for Idle {
+    /// #     type State = ontime_core::net::UdpSocket;
+    /// #     type Timer = ();
+    /// #     type Message = ();
+    /// # }
+    /// # fn main() -> std::io::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let mut reactor: Reactor<Idle> = Reactor::new()?;
+    /// let timer = reactor.timer_after(Duration::from_secs(1), ());
+    /// assert_eq!(reactor.resident_timers(), 1);
+    /// reactor.cancel_timer(timer);
+    /// assert_eq!(reactor.resident_timers(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn resident_timers(&self) -> usize {
         self.wheel.len()
     }
@@ -476,7 +511,28 @@ impl<H: Handler> Reactor<H> {
     ///
     /// # Examples
     ///
-    /// See [`register`](Reactor::register).
+    /// ```
+    /// # use ontime_core::{Handler, Reactor};
+    /// # struct Idle;
+    /// # impl Handler for Idle {
+    /// #     type State = ontime_core::net::UdpSocket;
+    /// #     type Timer = ();
+    /// #     type Message = ();
+    /// # }
+    /// # fn main() -> std::io::Result<()> {
+    /// use std::io::ErrorKind;
+    /// use ontime_core::{net::UdpSocket, Interest};
+    ///
+    /// let mut reactor: Reactor<Idle> = Reactor::new()?;
+    /// let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let token = reactor.register(socket, Interest::READABLE)?;
+    /// let socket = reactor.deregister(token)?.unwrap(); // the state comes back
+    /// assert!(socket.local_addr().is_ok());
+    /// let err = reactor.deregister(token).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn deregister(&mut self, token: Token) -> io::Result<Option<H::State>> {
         let registration = self.live_mut(token)?;
         let state = registration.state.take();
@@ -784,7 +840,29 @@ impl<H: Handler> Reactor<H> {
     ///
     /// # Examples
     ///
-    /// See [`set_timeout`](Reactor::set_timeout).
+    /// ```
+    /// # use ontime_core::{Handler, Reactor};
+    /// # struct Idle;
+    /// # impl Handler for Idle {
+    /// #     type State = ontime_core::net::UdpSocket;
+    /// #     type Timer = ();
+    /// #     type Message = ();
+    /// # }
+    /// # fn main() -> std::io::Result<()> {
+    /// use std::time::{Duration, Instant};
+    /// use ontime_core::{net::UdpSocket, Direction, Interest};
+    ///
+    /// let mut reactor: Reactor<Idle> = Reactor::new()?;
+    /// let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let token = reactor.register(socket, Interest::READABLE)?;
+    /// assert_eq!(reactor.deadline(token, Direction::Read), None);
+    /// let at = Instant::now() + Duration::from_millis(1500);
+    /// reactor.set_deadline(token, Direction::Read, Some(at))?;
+    /// // The instant of the tick it fires at: never before the deadline.
+    /// assert!(reactor.deadline(token, Direction::Read).unwrap() >= at);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn deadline(&self, token: Token, direction: Direction) -> Option<Instant> {
         let registration = self.live(token).ok()?;
         let key = registration.deadlines[dir(direction)]?;
@@ -1001,7 +1079,26 @@ impl<H: Handler> Reactor<H> {
     ///
     /// # Examples
     ///
-    /// See [`reset_timer`](Reactor::reset_timer).
+    /// ```
+    /// # use ontime_core::{Handler, Reactor};
+    /// # struct Idle;
+    /// # impl Handler for Idle {
+    /// #     type State = ontime_core::net::UdpSocket;
+    /// #     type Timer = ();
+    /// #     type Message = ();
+    /// # }
+    /// # fn main() -> std::io::Result<()> {
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let mut reactor: Reactor<Idle> = Reactor::new()?;
+    /// let at = Instant::now() + Duration::from_millis(2500);
+    /// let timer = reactor.timer_at(at, ());
+    /// assert!(reactor.timer_deadline(timer).unwrap() >= at);
+    /// reactor.cancel_timer(timer);
+    /// assert_eq!(reactor.timer_deadline(timer), None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn timer_deadline(&self, timer: TimerId) -> Option<Instant> {
         let entry = self.timers.get(timer)?;
         self.clock.tick_to_instant(self.wheel.deadline(entry.key)?)
@@ -1169,7 +1266,36 @@ impl<H: Handler> Reactor<H> {
     ///
     /// # Examples
     ///
-    /// See [`stop`](Reactor::stop).
+    /// A loop of its own, which stops when asked to:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ontime_core::{Handler, Reactor, TimerId};
+    ///
+    /// struct Countdown(u32);
+    /// impl Handler for Countdown {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = ();
+    ///     fn timer(&mut self, r: &mut Reactor<Self>, _: TimerId, _: &mut ()) {
+    ///         self.0 -= 1;
+    ///         if self.0 == 0 {
+    ///             r.stop();
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.interval(Duration::from_millis(2), ());
+    /// let mut countdown = Countdown(3);
+    /// while !reactor.is_stopping() {
+    ///     reactor.turn(&mut countdown, None)?;
+    /// }
+    /// assert_eq!(countdown.0, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_stopping(&self) -> bool {
         self.stopping
     }
@@ -1188,7 +1314,32 @@ impl<H: Handler> Reactor<H> {
     ///
     /// # Examples
     ///
-    /// See [`Reactor`] and [`stop`](Reactor::stop).
+    /// ```
+    /// use std::time::Duration;
+    /// use ontime_core::{Handler, Reactor, TimerId};
+    ///
+    /// struct StopAt(u32);
+    /// impl Handler for StopAt {
+    ///     type State = ();
+    ///     type Timer = u32;
+    ///     type Message = ();
+    ///     fn timer(&mut self, r: &mut Reactor<Self>, _: TimerId, n: &mut u32) {
+    ///         if *n == self.0 {
+    ///             r.stop();
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.timer_after(Duration::from_millis(1), 1);
+    /// reactor.timer_after(Duration::from_millis(2), 2);
+    /// reactor.timer_after(Duration::from_secs(60), 3);
+    /// reactor.run(&mut StopAt(2))?;
+    /// assert_eq!(reactor.resident_timers(), 1, "the third is still pending");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn run(&mut self, handler: &mut H) -> io::Result<()> {
         log::debug!("run: start");
         // A remote's stop is otherwise taken by the turn its wake-up ends.
