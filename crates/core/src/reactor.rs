@@ -63,7 +63,7 @@ const _: () = assert!(std::mem::size_of::<Expiry>() == 8);
 struct Registration<S> {
     /// `None` while lent to the handler.
     state: Option<S>,
-    /// The armed read and write deadlines, by [`dir`].
+    /// The armed read and write deadlines, by [`Direction::index`].
     ///
     /// Invariant: a key here names a live wheel entry whose value is
     /// `Expiry::Io` for this token and direction.
@@ -760,7 +760,7 @@ impl<H: Handler> Reactor<H> {
                 self.arm(token, direction, tick);
             }
             None => {
-                let slot = &mut self.registrations[token.0].deadlines[dir(direction)];
+                let slot = &mut self.registrations[token.0].deadlines[direction.index()];
                 if let Some(key) = slot.take() {
                     self.wheel.cancel(key);
                 }
@@ -771,7 +771,7 @@ impl<H: Handler> Reactor<H> {
 
     /// Arms or moves the deadline of a live `token` to wheel tick `tick`.
     fn arm(&mut self, token: Token, direction: Direction, tick: u64) {
-        let slot = &mut self.registrations[token.0].deadlines[dir(direction)];
+        let slot = &mut self.registrations[token.0].deadlines[direction.index()];
         match *slot {
             Some(key) => {
                 self.wheel.reset(key, tick);
@@ -865,7 +865,7 @@ impl<H: Handler> Reactor<H> {
     /// ```
     pub fn deadline(&self, token: Token, direction: Direction) -> Option<Instant> {
         let registration = self.live(token).ok()?;
-        let key = registration.deadlines[dir(direction)]?;
+        let key = registration.deadlines[direction.index()]?;
         self.clock.tick_to_instant(self.wheel.deadline(key)?)
     }
 
@@ -1478,7 +1478,7 @@ impl<H: Handler> Reactor<H> {
         }
         for direction in [Direction::Read, Direction::Write] {
             if ready.settles(direction) {
-                if let Some(key) = registration.deadlines[dir(direction)].take() {
+                if let Some(key) = registration.deadlines[direction.index()].take() {
                     self.wheel.cancel(key);
                 }
             }
@@ -1523,7 +1523,7 @@ impl<H: Handler> Reactor<H> {
         let Some(registration) = self.registrations.get_mut(token.0) else {
             return false;
         };
-        let slot = &mut registration.deadlines[dir(direction)];
+        let slot = &mut registration.deadlines[direction.index()];
         if *slot != Some(key) {
             return false;
         }
@@ -1617,14 +1617,6 @@ fn not_registered(token: Token) -> io::Error {
         io::ErrorKind::NotFound,
         format!("{token:?} is not registered with this reactor"),
     )
-}
-
-/// 0 for `Read`, 1 for `Write`: the index of per-direction arrays.
-const fn dir(direction: Direction) -> usize {
-    match direction {
-        Direction::Read => 0,
-        Direction::Write => 1,
-    }
 }
 
 /// `now + timeout`; a timeout too large to represent (such as

@@ -190,6 +190,27 @@ pub enum Direction {
     Write,
 }
 
+impl Direction {
+    /// 0 for `Read`, 1 for `Write`: an index for arrays kept per direction
+    /// (a registration's two deadlines, a socket's two readiness counts).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::Direction;
+    ///
+    /// let mut waiting = [0u32; 2];
+    /// waiting[Direction::Write.index()] += 1;
+    /// assert_eq!(waiting, [0, 1]);
+    /// ```
+    pub const fn index(self) -> usize {
+        match self {
+            Direction::Read => 0,
+            Direction::Write => 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

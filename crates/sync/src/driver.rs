@@ -39,7 +39,7 @@ use crate::mode::Deadline;
 /// Readiness bookkeeping of one socket, shared by its handles and the driver.
 #[derive(Debug)]
 pub(crate) struct Source {
-    /// Readiness events seen, by direction ([`dir`]): bumped by the leader
+    /// Readiness events seen, by [`Direction::index`]: bumped by the leader
     /// on each event, and by `shutdown` to wake waiters.
     ticks: [AtomicU64; 2],
     /// The tick each direction was at when a call last got `WouldBlock`:
@@ -54,14 +54,6 @@ pub(crate) struct Source {
 
 const UNREGISTERED: usize = usize::MAX;
 
-/// 0 for `Read`, 1 for `Write`: the index of per-direction arrays.
-const fn dir(direction: Direction) -> usize {
-    match direction {
-        Direction::Read => 0,
-        Direction::Write => 1,
-    }
-}
-
 impl Source {
     pub(crate) fn new() -> Source {
         Source {
@@ -75,12 +67,12 @@ impl Source {
     /// The readiness tick in `direction`: read it *before* trying an
     /// operation, and pass it to [`wait`].
     pub(crate) fn tick(&self, direction: Direction) -> u64 {
-        self.ticks[dir(direction)].load(Ordering::Acquire)
+        self.ticks[direction.index()].load(Ordering::Acquire)
     }
 
     /// Records that a call tried at `tick` got `WouldBlock`.
     pub(crate) fn set_blocked(&self, direction: Direction, tick: u64) {
-        self.blocked[dir(direction)].store(tick, Ordering::Release);
+        self.blocked[direction.index()].store(tick, Ordering::Release);
     }
 
     /// Whether `tick`, read from [`tick`](Source::tick), shows the reactor
@@ -91,11 +83,11 @@ impl Source {
     /// so that it can wait on that same tick: an event between two reads
     /// would otherwise be seen by neither.
     pub(crate) fn ready_at(&self, direction: Direction, tick: u64) -> bool {
-        self.is_registered() && tick != self.blocked[dir(direction)].load(Ordering::Acquire)
+        self.is_registered() && tick != self.blocked[direction.index()].load(Ordering::Acquire)
     }
 
     fn bump(&self, direction: Direction) {
-        self.ticks[dir(direction)].fetch_add(1, Ordering::AcqRel);
+        self.ticks[direction.index()].fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn is_registered(&self) -> bool {
@@ -381,7 +373,7 @@ struct Entry {
     /// open until the registration is gone.
     fd: FdSource,
     io: Arc<dyn Registered>,
-    /// Open waits, by direction ([`dir`]).
+    /// Open waits, by [`Direction::index`].
     waits: [Vec<Pending>; 2],
 }
 
@@ -435,7 +427,7 @@ fn file(
         let entry = reactor
             .state_mut(token)
             .expect("a registered token has its entry");
-        let waits = &mut entry.waits[dir(target.direction)];
+        let waits = &mut entry.waits[target.direction.index()];
         // Waits settled since they were filed (by their own deadline or
         // recheck) leave the list here; their timers go too, now rather
         // than when they fire. Rarely any, so rarely an allocation.
@@ -557,7 +549,7 @@ impl Handler for Dispatch {
         for direction in [Direction::Read, Direction::Write] {
             if ready.settles(direction) {
                 entry.io.source().bump(direction);
-                wake(reactor, entry.waits[dir(direction)].drain(..));
+                wake(reactor, entry.waits[direction.index()].drain(..));
             }
         }
     }
