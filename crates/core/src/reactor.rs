@@ -477,18 +477,16 @@ impl<H: Handler> Reactor<H> {
     /// # }
     /// ```
     pub fn reregister(&mut self, token: Token, interest: Interest) -> io::Result<()> {
-        let source_of = self.source_of;
-        let registration = match self.registrations.get_mut(token.0) {
-            Some(registration) if !registration.released => registration,
-            _ => return Err(not_registered(token)),
-        };
-        match (registration.state.as_mut(), source_of) {
-            (Some(state), Some(source_of)) => {
+        let registration = live_in(&mut self.registrations, token)?;
+        match registration.state.as_mut() {
+            Some(state) => {
+                let source_of = self.source_of.expect("a registered state has a source");
                 self.poll
                     .registry()
                     .reregister(source_of(state), token, interest)
             }
-            _ => {
+            // Lent: applied when it comes back (see `lend`).
+            None => {
                 registration.interest = Some(interest);
                 Ok(())
             }
@@ -627,10 +625,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn live_mut(&mut self, token: Token) -> io::Result<&mut Registration<H::State>> {
-        match self.registrations.get_mut(token.0) {
-            Some(registration) if !registration.released => Ok(registration),
-            _ => Err(not_registered(token)),
-        }
+        live_in(&mut self.registrations, token)
     }
 
     fn release(&mut self, token: Token) {
@@ -1609,6 +1604,18 @@ impl<H: Handler> fmt::Debug for Reactor<H> {
             .field("tick", &self.clock.tick())
             .field("requeued", &self.requeued.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The live registration of `token`, borrowing only the slab (so that the
+/// caller may use the reactor's other fields meanwhile).
+fn live_in<S>(
+    registrations: &mut Slab<Registration<S>>,
+    token: Token,
+) -> io::Result<&mut Registration<S>> {
+    match registrations.get_mut(token.0) {
+        Some(registration) if !registration.released => Ok(registration),
+        _ => Err(not_registered(token)),
     }
 }
 
