@@ -149,6 +149,8 @@ mod sync;
 pub mod timer;
 mod timers;
 
+pub mod serve;
+
 pub use crate::handler::{AsSource, Handler};
 pub use crate::reactor::{Builder, Reactor};
 pub use crate::ready::{Direction, Ready};

@@ -617,6 +617,91 @@ impl<H: Handler> Reactor<H> {
         self.live_mut(token).ok()?.state.as_mut()
     }
 
+    /// Lends the state of `token` to `call` together with the reactor, as a
+    /// handler method is lent the state of the registration its event is
+    /// for; `None` if `token` is not registered or its state is lent
+    /// already.
+    ///
+    /// This is how code that runs outside an event about `token` (a timer,
+    /// a message, an event about another registration) works on that
+    /// registration's state while it still uses the reactor: to start
+    /// timers, to move deadlines, to deregister it. As with a handler
+    /// method, [`reregister`](Reactor::reregister) and
+    /// [`deregister`](Reactor::deregister) of `token` itself are carried out
+    /// as `call` returns (and `deregister` then gives back no state: it is
+    /// dropped when `call` returns).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ontime_core::net::UdpSocket;
+    /// use ontime_core::{Handler, Interest, Reactor};
+    ///
+    /// struct Peers;
+    /// impl Handler for Peers {
+    ///     type State = UdpSocket;
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor: Reactor<Peers> = Reactor::new()?;
+    /// let socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+    /// let token = reactor.register(socket, Interest::READABLE)?;
+    /// let port = reactor.with_state(token, |reactor, socket| {
+    ///     reactor.timer_after(Duration::from_secs(1), ());
+    ///     assert!(reactor.state(token).is_none(), "lent to this closure");
+    ///     socket.local_addr().map(|addr| addr.port())
+    /// });
+    /// assert!(matches!(port, Some(Ok(p)) if p != 0));
+    /// assert_eq!(reactor.resident_timers(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_state<R>(
+        &mut self,
+        token: Token,
+        call: impl FnOnce(&mut Reactor<H>, &mut H::State) -> R,
+    ) -> Option<R> {
+        self.lend(token, call)
+    }
+
+    /// The tokens of every live registration, in no particular order (a
+    /// server closing every connection, say). The list is a copy: the
+    /// registrations may change while it is walked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::net::UdpSocket;
+    /// use ontime_core::{Handler, Interest, Reactor};
+    ///
+    /// struct Peers;
+    /// impl Handler for Peers {
+    ///     type State = UdpSocket;
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor: Reactor<Peers> = Reactor::new()?;
+    /// let a = reactor.register(UdpSocket::bind("127.0.0.1:0".parse().unwrap())?, Interest::READABLE)?;
+    /// let b = reactor.register(UdpSocket::bind("127.0.0.1:0".parse().unwrap())?, Interest::READABLE)?;
+    /// let mut tokens = reactor.tokens();
+    /// tokens.sort();
+    /// assert_eq!(tokens, vec![a, b]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tokens(&self) -> Vec<Token> {
+        self.registrations
+            .iter()
+            .filter(|(_, registration)| !registration.released)
+            .map(|(index, _)| Token(index))
+            .collect()
+    }
+
     fn live(&self, token: Token) -> io::Result<&Registration<H::State>> {
         match self.registrations.get(token.0) {
             Some(registration) if !registration.released => Ok(registration),
@@ -645,23 +730,19 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Lends the state of `token` to `call` and puts it back, carrying out
-    /// the registration changes asked for meanwhile. Returns whether `call`
-    /// ran (the token is live and its state was there).
-    fn lend(
+    /// the registration changes asked for meanwhile. `None` if `call` did
+    /// not run (the token is not live, or its state is lent already).
+    fn lend<R>(
         &mut self,
-        handler: &mut H,
         token: Token,
-        call: impl FnOnce(&mut H, &mut Reactor<H>, &mut H::State),
-    ) -> bool {
-        let Some(mut state) = self
+        call: impl FnOnce(&mut Reactor<H>, &mut H::State) -> R,
+    ) -> Option<R> {
+        let mut state = self
             .registrations
             .get_mut(token.0)
             .filter(|registration| !registration.released)
-            .and_then(|registration| registration.state.take())
-        else {
-            return false;
-        };
-        call(handler, self, &mut state);
+            .and_then(|registration| registration.state.take())?;
+        let result = call(self, &mut state);
         // Still in the slab: a released slot is freed only when the batch
         // ends, and `call` cannot end it.
         let registration = &mut self.registrations[token.0];
@@ -671,7 +752,7 @@ impl<H: Handler> Reactor<H> {
                     log::debug!("deregister {token:?}: {e}");
                 }
             }
-            return true;
+            return Some(result);
         }
         if let Some(interest) = registration.interest.take() {
             if let Some(source_of) = self.source_of {
@@ -686,7 +767,7 @@ impl<H: Handler> Reactor<H> {
             }
         }
         registration.state = Some(state);
-        true
+        Some(result)
     }
 
     // ---- I/O deadlines ------------------------------------------------
@@ -1480,9 +1561,10 @@ impl<H: Handler> Reactor<H> {
         }
         registration.sticky |= ready & STICKY;
         let ready = ready | registration.sticky;
-        self.lend(handler, token, |handler, reactor, state| {
+        self.lend(token, |reactor, state| {
             handler.ready(reactor, token, state, ready);
         })
+        .is_some()
     }
 
     fn fire_timers(&mut self, handler: &mut H) -> usize {
@@ -1524,9 +1606,10 @@ impl<H: Handler> Reactor<H> {
         }
         *slot = None;
         log::debug!("{token:?} timed out ({direction:?})");
-        self.lend(handler, token, |handler, reactor, state| {
+        self.lend(token, |reactor, state| {
             handler.timed_out(reactor, token, state, direction);
         })
+        .is_some()
     }
 
     /// Delivers a user timer, unless it was cancelled since the wheel fired
