@@ -576,13 +576,13 @@ impl ConnCore {
     }
 
     /// The connection's buffers, taken from the pool if it held none.
-    pub(crate) fn bufs(&mut self, pool: &mut Vec<Box<Bufs>>) -> &mut Bufs {
+    pub(crate) fn bufs(&mut self, pool: &mut Pool) -> &mut Bufs {
         self.bufs
             .get_or_insert_with(|| pool.pop().unwrap_or_default())
     }
 
     /// Gives the buffers back to the pool if both are empty.
-    pub(crate) fn release_bufs(&mut self, pool: &mut Vec<Box<Bufs>>) {
+    pub(crate) fn release_bufs(&mut self, pool: &mut Pool) {
         let empty = match &self.bufs {
             Some(bufs) => bufs.input.is_empty() && bufs.output.is_empty(),
             None => false,
@@ -624,12 +624,18 @@ impl ConnCore {
     }
 }
 
+/// Free buffers. Boxed: a connection holds its `Bufs` through one pointer
+/// (an idle connection pays 8 bytes for it), and moving one between the
+/// pool and a connection moves the pointer, not the buffers.
+#[allow(clippy::vec_box)]
+pub(crate) type Pool = Vec<Box<Bufs>>;
+
 /// The most buffers the pool keeps, and the largest it keeps: bigger ones
 /// are freed, so one large reply does not pin its memory.
 const POOL_BUFS: usize = 256;
 const POOL_CAPACITY: usize = 256 << 10;
 
-pub(crate) fn recycle(pool: &mut Vec<Box<Bufs>>, mut bufs: Box<Bufs>) {
+pub(crate) fn recycle(pool: &mut Pool, mut bufs: Box<Bufs>) {
     if pool.len() >= POOL_BUFS {
         return;
     }

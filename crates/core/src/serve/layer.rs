@@ -15,7 +15,7 @@ use crate::timers::TimerId;
 use crate::{Interest, Source, Token};
 
 use super::config::Config;
-use super::conn::{recycle, Bufs, Conn, ConnCore, ConnId, Context, Flags, Input, Stream};
+use super::conn::{recycle, Conn, ConnCore, ConnId, Context, Flags, Input, Pool, Stream};
 use super::server::Shutdown;
 use super::stats::{Close, Stats};
 use super::{Expired, Service};
@@ -98,7 +98,7 @@ pub(crate) struct Shared {
     /// Every read goes here first; a connection keeps only its leftovers.
     read_buf: Vec<u8>,
     /// Buffers of connections that hold none now.
-    pub(crate) pool: Vec<Box<Bufs>>,
+    pub(crate) pool: Pool,
     /// Connections written to or closed from outside their own dispatch,
     /// to flush or close when the current callback returns.
     pub(crate) dirty: Vec<ConnId>,
@@ -960,5 +960,28 @@ impl<S: Service> Layer<S> {
             });
         }
         reactor.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle connection costs in user space is its registration
+    /// (this entry plus the reactor's bookkeeping) and its idle timer (the
+    /// wheel node plus the timer arena slot, with this alarm as the value);
+    /// the budget for all of it is 256 bytes.
+    #[test]
+    fn an_idle_connection_stays_small() {
+        assert!(
+            std::mem::size_of::<Entry<()>>() <= 88,
+            "Entry<()> is {} bytes",
+            std::mem::size_of::<Entry<()>>()
+        );
+        assert_eq!(std::mem::size_of::<Alarm<()>>(), 8);
+        assert_eq!(
+            std::mem::size_of::<Option<Box<super::super::conn::Bufs>>>(),
+            8
+        );
     }
 }
