@@ -32,7 +32,7 @@ use ontime::sync::{create_connection, TcpStream};
 
 mod common;
 
-use common::Flags;
+use common::{Arg, Error, Parser};
 
 const USAGE: &str = "\
 usage: sync_echo_client [--addr HOST:PORT] [--timeout-ms N] [--count N [--size B]]
@@ -68,35 +68,30 @@ struct Config {
 
 impl Config {
     /// Parses the command line; `Ok(None)` for `--help`.
-    fn parse(flags: &mut Flags) -> Result<Option<Config>, String> {
+    fn parse(parser: &mut Parser) -> Result<Option<Config>, Error> {
         let mut config = Config {
             addr: String::from("127.0.0.1:7001"),
             timeout: Some(Duration::from_millis(5000)),
             count: None,
             size: 64,
         };
-        while let Some(flag) = flags.next_flag() {
-            match flag.as_str() {
-                "-h" | "--help" => return Ok(None),
-                "--addr" => config.addr = flags.value()?,
-                "--timeout-ms" => {
-                    let ms = flags.millis()?;
-                    // A zero timeout would be Python's non-blocking mode,
-                    // which this client has no use for: 0 means "never".
-                    config.timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Arg::Short('h') | Arg::Long("help") => return Ok(None),
+                // Resolved by `create_connection`, which tries each address.
+                Arg::Long("addr") => config.addr = common::string(parser)?,
+                // A zero timeout would be Python's non-blocking mode, which
+                // this client has no use for: 0 means "never".
+                Arg::Long("timeout-ms") => {
+                    config.timeout = common::timeout(parser, "--timeout-ms")?
                 }
-                "--count" => {
-                    let count = flags.parse(&format!("in 1..={MAX_COUNT}"), |n| {
-                        (1..=MAX_COUNT).contains(n)
-                    })?;
-                    config.count = Some(count);
+                Arg::Long("count") => {
+                    config.count = Some(common::positive_up_to(parser, "--count", MAX_COUNT)?);
                 }
-                "--size" => {
-                    config.size = flags.parse(&format!("in 1..={MAX_SIZE}"), |n| {
-                        (1..=MAX_SIZE).contains(n)
-                    })?;
+                Arg::Long("size") => {
+                    config.size = common::positive_up_to(parser, "--size", MAX_SIZE)?
                 }
-                _ => return Err(flags.unknown()),
+                _ => return Err(arg.unexpected()),
             }
         }
         Ok(Some(config))

@@ -29,7 +29,7 @@
 //!   backs off for [`ACCEPT_BACKOFF`] and tries again, without spinning.
 
 use std::io::{self, ErrorKind, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,7 +40,7 @@ use ontime::sync::{TcpListener, TcpStream};
 
 mod common;
 
-use common::Flags;
+use common::{Arg, Error, Parser};
 
 /// How long to wait before accepting again after an error that more
 /// accepting would only repeat (out of descriptors, memory or threads).
@@ -80,32 +80,29 @@ struct Config {
 
 impl Config {
     /// Parses the command line; `Ok(None)` for `--help`.
-    fn parse(flags: &mut Flags) -> Result<Option<Config>, String> {
-        let mut addr = String::from("127.0.0.1:7001");
-        let mut timeout_ms = 30_000u64;
-        let mut max_conns = 1024usize;
-        while let Some(flag) = flags.next_flag() {
-            match flag.as_str() {
-                "-h" | "--help" => return Ok(None),
-                "--addr" => addr = flags.value()?,
-                "--timeout-ms" => timeout_ms = flags.millis()?,
-                "--max-conns" => max_conns = flags.parse("a positive number", |&n| n > 0)?,
-                _ => return Err(flags.unknown()),
+    fn parse(parser: &mut Parser) -> Result<Option<Config>, Error> {
+        let mut config = Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            timeout: Some(Duration::from_millis(30_000)),
+            max_conns: 1024,
+        };
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Arg::Short('h') | Arg::Long("help") => return Ok(None),
+                Arg::Long("addr") => config.addr = common::socket_addr(parser, "--addr")?,
+                // In Python's terms a zero timeout would be non-blocking
+                // mode, which a thread per connection has no use for: 0
+                // means "never" here.
+                Arg::Long("timeout-ms") => {
+                    config.timeout = common::timeout(parser, "--timeout-ms")?
+                }
+                Arg::Long("max-conns") => {
+                    config.max_conns = common::positive(parser, "--max-conns")?;
+                }
+                _ => return Err(arg.unexpected()),
             }
         }
-        let addr = addr
-            .to_socket_addrs()
-            .map_err(|e| format!("--addr {addr:?}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("--addr {addr:?}: no address"))?;
-        // In Python's terms a zero timeout would be non-blocking mode, which
-        // a thread per connection has no use for: 0 means "never" here.
-        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-        Ok(Some(Config {
-            addr,
-            timeout,
-            max_conns,
-        }))
+        Ok(Some(config))
     }
 }
 

@@ -18,11 +18,24 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ontime::net::TcpStream;
 use ontime::{Direction, Handler, Interest, Reactor, Ready, TimerId, Token};
+
+mod common;
+
+use common::{Arg, Error, Parser};
+
+const USAGE: &str = "\
+usage: timers
+
+  Runs one timer and deadline of each kind and prints when each fired;
+  exits by itself in about a second. It takes no options.
+
+  -h, --help    print this help";
 
 const ONE_SHOT: Duration = Duration::from_millis(100);
 const PERIOD: Duration = Duration::from_millis(150);
@@ -113,8 +126,23 @@ impl Handler for Demo {
     }
 }
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
     env_logger::init();
+    common::main("timers", USAGE, parse, |_| run())
+}
+
+/// There is nothing to parse but `--help` (`Ok(None)`).
+fn parse(parser: &mut Parser) -> Result<Option<()>, Error> {
+    if let Some(arg) = parser.next()? {
+        return match arg {
+            Arg::Short('h') | Arg::Long("help") => Ok(None),
+            _ => Err(arg.unexpected()),
+        };
+    }
+    Ok(Some(()))
+}
+
+fn run() -> io::Result<()> {
     let mut reactor = Reactor::<Demo>::new()?;
     let start = Instant::now();
 

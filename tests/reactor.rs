@@ -26,7 +26,7 @@ use ontime::{
 // The example's server, so that the descriptor-exhaustion test exercises the
 // very code the example runs.
 #[allow(dead_code, unreachable_pub)]
-#[path = "../examples/echo_server.rs"]
+#[path = "../examples/echo_reactor.rs"]
 mod echo_server;
 
 use echo_server::EchoServer;

@@ -1,14 +1,24 @@
 //! What the command-line examples share: the shape of `main` (help, usage
-//! errors, failures and their exit codes) and reading `--flag value` or
-//! `--flag=value` arguments.
+//! errors, failures and their exit codes) and reading flag values with
+//! [`lexopt`], each error naming the flag.
+//!
+//! lexopt does the lexing (`--flag value`, `--flag=value`, `-h`, `--` and
+//! the errors for an unknown flag, a missing value or a stray argument);
+//! what is left here is turning a value into the type an example wants,
+//! with a message that says which flag was wrong and what it should be.
 
 // Each example uses the part it needs.
 #![allow(dead_code)]
 
 use std::fmt::Display;
 use std::io::{self, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
+
+use lexopt::ValueExt;
+pub(crate) use lexopt::{Arg, Error, Parser};
 
 /// Runs an example named `name`: parses the arguments after the program
 /// name with `parse` and hands the result to `run`.
@@ -19,11 +29,10 @@ use std::str::FromStr;
 pub(crate) fn main<C, E: Display>(
     name: &str,
     usage: &str,
-    parse: impl FnOnce(&mut Flags) -> Result<Option<C>, String>,
+    parse: impl FnOnce(&mut Parser) -> Result<Option<C>, Error>,
     run: impl FnOnce(&C) -> Result<(), E>,
 ) -> ExitCode {
-    let mut flags = Flags::new(std::env::args().skip(1));
-    match parse(&mut flags) {
+    match parse(&mut Parser::from_env()) {
         Ok(Some(config)) => match run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -36,9 +45,9 @@ pub(crate) fn main<C, E: Display>(
             let _ = writeln!(io::stdout(), "{usage}");
             ExitCode::SUCCESS
         }
-        Err(message) => {
+        Err(e) => {
             eprintln!(
-                "{name}: {message}\n{}\n(see --help)",
+                "{name}: {e}\n{}\n(see --help)",
                 usage.lines().next().unwrap_or_default()
             );
             ExitCode::from(2)
@@ -46,115 +55,181 @@ pub(crate) fn main<C, E: Display>(
     }
 }
 
-/// Command-line arguments read as flags, each followed by its value either
-/// as the next argument (`--addr 127.0.0.1:0`) or after `=`
-/// (`--addr=127.0.0.1:0`).
-#[derive(Debug)]
-pub(crate) struct Flags {
-    args: std::vec::IntoIter<String>,
-    /// The flag [`next_flag`](Flags::next_flag) returned last.
-    flag: String,
-    /// Its value, if it came after `=`.
-    inline: Option<String>,
+/// The value of the flag `parser` just returned, as text (lexopt's error
+/// if it is missing or not UTF-8).
+pub(crate) fn string(parser: &mut Parser) -> Result<String, Error> {
+    parser.value()?.string()
 }
 
-impl Flags {
-    pub(crate) fn new(args: impl IntoIterator<Item = String>) -> Flags {
-        Flags {
-            args: args.into_iter().collect::<Vec<_>>().into_iter(),
-            flag: String::new(),
-            inline: None,
-        }
-    }
+/// The value of `flag`, the flag `parser` just returned, as a `T` for which
+/// `ok` holds; the error says the value is not `what`.
+pub(crate) fn parse<T: FromStr>(
+    parser: &mut Parser,
+    flag: &str,
+    what: &str,
+    ok: impl FnOnce(&T) -> bool,
+) -> Result<T, Error> {
+    let text = string(parser)?;
+    text.parse()
+        .ok()
+        .filter(ok)
+        .ok_or_else(|| format!("{flag}: {text:?} is not {what}").into())
+}
 
-    /// The next flag, without any `=value`; `None` after the last.
-    pub(crate) fn next_flag(&mut self) -> Option<String> {
-        let arg = self.args.next()?;
-        (self.flag, self.inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_string(), Some(value.to_string()))
-            }
-            _ => (arg, None),
-        };
-        Some(self.flag.clone())
-    }
+/// The value of `flag` as a positive number.
+pub(crate) fn positive<T>(parser: &mut Parser, flag: &str) -> Result<T, Error>
+where
+    T: FromStr + PartialOrd + From<u8>,
+{
+    parse(parser, flag, "a positive number", |n: &T| *n >= T::from(1))
+}
 
-    /// The value of the current flag.
-    pub(crate) fn value(&mut self) -> Result<String, String> {
-        self.inline
-            .take()
-            .or_else(|| self.args.next())
-            .ok_or_else(|| format!("{} needs a value", self.flag))
-    }
+/// The value of `flag` as a number in `1..=max`.
+pub(crate) fn positive_up_to<T>(parser: &mut Parser, flag: &str, max: T) -> Result<T, Error>
+where
+    T: FromStr + PartialOrd + From<u8> + Display,
+{
+    let what = format!("in 1..={max}");
+    parse(parser, flag, &what, |n: &T| (T::from(1)..=max).contains(n))
+}
 
-    /// The value of the current flag as a `T` for which `ok` holds; the
-    /// error says the value is not `what`.
-    pub(crate) fn parse<T: FromStr>(
-        &mut self,
-        what: &str,
-        ok: impl FnOnce(&T) -> bool,
-    ) -> Result<T, String> {
-        let text = self.value()?;
-        text.parse()
-            .ok()
-            .filter(ok)
-            .ok_or_else(|| format!("{}: {text:?} is not {what}", self.flag))
-    }
+/// The value of `flag` as a number of milliseconds.
+pub(crate) fn millis(parser: &mut Parser, flag: &str) -> Result<u64, Error> {
+    parse(parser, flag, "a number of milliseconds", |_| true)
+}
 
-    /// The value of the current flag as a number of milliseconds.
-    pub(crate) fn millis(&mut self) -> Result<u64, String> {
-        self.parse("a number of milliseconds", |_| true)
-    }
+/// The value of `flag` as a timeout in milliseconds, where 0 means none
+/// (wait as long as it takes).
+pub(crate) fn timeout(parser: &mut Parser, flag: &str) -> Result<Option<Duration>, Error> {
+    let ms = millis(parser, flag)?;
+    Ok((ms > 0).then(|| Duration::from_millis(ms)))
+}
 
-    /// The error for a flag the example does not know.
-    pub(crate) fn unknown(&self) -> String {
-        format!("unknown argument {:?}", self.flag)
-    }
+/// The value of `flag` as an address to listen on: `HOST:PORT`, the host
+/// resolved now (the first address it has).
+pub(crate) fn socket_addr(parser: &mut Parser, flag: &str) -> Result<SocketAddr, Error> {
+    let text = string(parser)?;
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{flag}: {text:?}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{flag}: {text:?} has no address").into())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Flags;
+    use std::net::SocketAddr;
+    use std::time::Duration;
 
-    fn flags(args: &[&str]) -> Flags {
-        Flags::new(args.iter().map(|a| a.to_string()))
+    use super::*;
+
+    /// What a small example's command line holds.
+    #[derive(Debug, Default, PartialEq)]
+    struct Seen {
+        addr: Option<SocketAddr>,
+        name: Option<String>,
+        size: Option<usize>,
+        count: Option<u64>,
+        timeout: Option<Option<Duration>>,
+    }
+
+    /// Parses `args` as an example with those four flags would.
+    fn parse_args(args: &[&str]) -> Result<Option<Seen>, String> {
+        let mut parser = Parser::from_args(args);
+        let mut seen = Seen::default();
+        let mut next = || -> Result<Option<Seen>, Error> {
+            while let Some(arg) = parser.next()? {
+                match arg {
+                    Arg::Short('h') | Arg::Long("help") => return Ok(None),
+                    Arg::Long("addr") => seen.addr = Some(socket_addr(&mut parser, "--addr")?),
+                    Arg::Long("name") => seen.name = Some(string(&mut parser)?),
+                    Arg::Long("size") => {
+                        seen.size = Some(positive_up_to(&mut parser, "--size", 64)?)
+                    }
+                    Arg::Long("count") => seen.count = Some(positive(&mut parser, "--count")?),
+                    Arg::Long("timeout-ms") => {
+                        seen.timeout = Some(timeout(&mut parser, "--timeout-ms")?)
+                    }
+                    _ => return Err(arg.unexpected()),
+                }
+            }
+            Ok(Some(std::mem::take(&mut seen)))
+        };
+        next().map_err(|e| e.to_string())
     }
 
     #[test]
     fn values_follow_or_come_after_equals() {
-        let mut f = flags(&["--addr", "127.0.0.1:0", "--timeout-ms=250", "-h"]);
-        assert_eq!(f.next_flag().as_deref(), Some("--addr"));
-        assert_eq!(f.value().unwrap(), "127.0.0.1:0");
-        assert_eq!(f.next_flag().as_deref(), Some("--timeout-ms"));
-        assert_eq!(f.millis().unwrap(), 250);
-        assert_eq!(f.next_flag().as_deref(), Some("-h"));
-        assert_eq!(f.next_flag(), None);
+        let seen = parse_args(&[
+            "--addr",
+            "127.0.0.1:0",
+            "--timeout-ms=250",
+            "--size",
+            "64",
+            "--count=7",
+        ]);
+        assert_eq!(
+            seen,
+            Ok(Some(Seen {
+                addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                size: Some(64),
+                count: Some(7),
+                timeout: Some(Some(Duration::from_millis(250))),
+                ..Seen::default()
+            }))
+        );
+    }
+
+    #[test]
+    fn help_wins() {
+        assert_eq!(parse_args(&["--size", "3", "-h"]), Ok(None));
+        assert_eq!(parse_args(&["--help", "--bogus"]), Ok(None));
+    }
+
+    #[test]
+    fn zero_means_no_timeout() {
+        let seen = parse_args(&["--timeout-ms", "0"]).unwrap().unwrap();
+        assert_eq!(seen.timeout, Some(None));
     }
 
     #[test]
     fn bad_values_are_named() {
-        let mut f = flags(&["--size=0", "--count", "x", "--addr"]);
-        f.next_flag();
-        assert_eq!(
-            f.parse::<usize>("in 1..=64", |n| (1..=64).contains(n)),
-            Err(r#"--size: "0" is not in 1..=64"#.to_string())
-        );
-        f.next_flag();
-        assert_eq!(
-            f.millis(),
-            Err(r#"--count: "x" is not a number of milliseconds"#.to_string())
-        );
-        f.next_flag();
-        assert_eq!(f.value(), Err("--addr needs a value".to_string()));
-        assert_eq!(f.unknown(), r#"unknown argument "--addr""#);
+        for (args, message) in [
+            (&["--size=0"][..], r#"--size: "0" is not in 1..=64"#),
+            (&["--size", "65"], r#"--size: "65" is not in 1..=64"#),
+            (
+                &["--count", "0"],
+                r#"--count: "0" is not a positive number"#,
+            ),
+            (
+                &["--timeout-ms", "x"],
+                r#"--timeout-ms: "x" is not a number of milliseconds"#,
+            ),
+            (
+                &["--timeout-ms", "-5"],
+                r#"--timeout-ms: "-5" is not a number of milliseconds"#,
+            ),
+            (&["--addr"], "missing argument for option '--addr'"),
+            (&["--bogus"], "invalid option '--bogus'"),
+            (&["-x"], "invalid option '-x'"),
+            (&["stray"], r#"unexpected argument "stray""#),
+        ] {
+            assert_eq!(parse_args(args), Err(message.to_string()), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn an_address_that_does_not_parse_is_named() {
+        let e = parse_args(&["--addr", "nowhere"]).unwrap_err();
+        assert!(e.starts_with(r#"--addr: "nowhere": "#), "{e}");
     }
 
     #[test]
     fn an_equals_sign_in_a_value_is_kept() {
-        let mut f = flags(&["--addr", "a=b", "--x=y=z"]);
-        f.next_flag();
-        assert_eq!(f.value().unwrap(), "a=b");
-        assert_eq!(f.next_flag().as_deref(), Some("--x"));
-        assert_eq!(f.value().unwrap(), "y=z");
+        let seen = parse_args(&["--name", "a=b"]).unwrap().unwrap();
+        assert_eq!(seen.name.as_deref(), Some("a=b"));
+        let seen = parse_args(&["--name=y=z"]).unwrap().unwrap();
+        assert_eq!(seen.name.as_deref(), Some("y=z"));
     }
 }

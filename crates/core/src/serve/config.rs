@@ -124,8 +124,8 @@ impl Config {
         self
     }
 
-    /// How many connections one reactor keeps open (default: no limit but
-    /// the descriptors). A connection beyond it is accepted, sent
+    /// How many connections the server keeps open, over all its threads
+    /// (default: no limit but the descriptors). A connection beyond it is accepted, sent
     /// [`Service::refusal`](super::Service::refusal) and closed at once, so
     /// that clients fail fast rather than wait in the backlog.
     pub fn max_connections(mut self, n: usize) -> Config {

@@ -326,6 +326,13 @@ impl<'a, S: Service> Conn<'a, S> {
         self.core.pending()
     }
 
+    /// Whether the connection is closing ([`close`](Conn::close) or
+    /// [`close_when_flushed`](Conn::close_when_flushed) was called, or the
+    /// layer is closing it): a service stops handling its input then.
+    pub fn is_closing(&self) -> bool {
+        self.core.is_closing()
+    }
+
     /// Closes the connection as the callback returns, discarding output not
     /// sent yet.
     pub fn close(&mut self) {

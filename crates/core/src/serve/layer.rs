@@ -5,6 +5,8 @@
 
 use std::io;
 use std::mem;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::handler::{AsSource, Handler};
@@ -33,6 +35,20 @@ impl Listener {
             Listener::Tcp(listener) => listener.accept().map(|(s, _)| Stream::Tcp(s)),
             Listener::Unix(listener) => listener.accept().map(|(s, _)| Stream::Unix(s)),
         }
+    }
+}
+
+impl Listening {
+    /// The listener's address, for the log.
+    fn name(&self) -> String {
+        let addr = match &self.listener {
+            Listener::Tcp(listener) => listener.local_addr().map(|a| a.to_string()),
+            Listener::Unix(listener) => listener.local_addr().map(|a| match a.as_pathname() {
+                Some(path) => path.display().to_string(),
+                None => "unnamed".to_string(),
+            }),
+        };
+        addr.unwrap_or_else(|e| format!("listener ({e})"))
     }
 }
 
@@ -95,6 +111,9 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     pub(crate) shutdown: Shutdown,
     pub(crate) draining: bool,
+    /// Connections open on every thread of the server, for
+    /// `max_connections`.
+    open: Arc<AtomicUsize>,
     /// Every read goes here first; a connection keeps only its leftovers.
     read_buf: Vec<u8>,
     /// Buffers of connections that hold none now.
@@ -110,8 +129,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config, thread: usize, shutdown: Shutdown) -> Shared {
+    pub(crate) fn new(
+        config: Config,
+        thread: usize,
+        shutdown: Shutdown,
+        open: Arc<AtomicUsize>,
+    ) -> Shared {
         Shared {
+            open,
             read_buf: vec![0; config.read_size],
             config,
             thread,
@@ -214,7 +239,7 @@ impl<S: Service> Handler for Layer<S> {
 fn is_starved(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
 }
 
@@ -229,30 +254,23 @@ fn is_transient(e: &io::Error) -> bool {
             | io::ErrorKind::HostUnreachable
             | io::ErrorKind::NetworkUnreachable
             | io::ErrorKind::NetworkDown
-    ) || matches!(
+    ) || e.raw_os_error() == Some(libc::EPROTO)
+        || is_linux_network_error(e)
+}
+
+/// Linux passes the network errors of a pending connection on through
+/// `accept(2)`, which its man page says to treat like `EAGAIN`.
+#[cfg(target_os = "linux")]
+fn is_linux_network_error(e: &io::Error) -> bool {
+    matches!(
         e.raw_os_error(),
-        Some(libc_errno::EPROTO | libc_errno::ENONET)
+        Some(libc::ENONET | libc::ENOPROTOOPT | libc::EHOSTDOWN | libc::EOPNOTSUPP)
     )
 }
 
-/// The errno values the accept path tells apart (Linux and the BSDs agree
-/// on these, except `ENONET`, which only Linux has).
-mod libc_errno {
-    pub(super) const ENOMEM: i32 = 12;
-    pub(super) const ENFILE: i32 = 23;
-    pub(super) const EMFILE: i32 = 24;
-    #[cfg(target_os = "linux")]
-    pub(super) const ENONET: i32 = 64;
-    #[cfg(not(target_os = "linux"))]
-    pub(super) const ENONET: i32 = -1;
-    #[cfg(target_os = "linux")]
-    pub(super) const EPROTO: i32 = 71;
-    #[cfg(not(target_os = "linux"))]
-    pub(super) const EPROTO: i32 = 92;
-    #[cfg(target_os = "linux")]
-    pub(super) const ENOBUFS: i32 = 105;
-    #[cfg(not(target_os = "linux"))]
-    pub(super) const ENOBUFS: i32 = 55;
+#[cfg(not(target_os = "linux"))]
+fn is_linux_network_error(_: &io::Error) -> bool {
+    false
 }
 
 /// Lets a paused listener accept again, on the next turn.
@@ -306,33 +324,39 @@ impl<S: Service> Layer<S> {
         for _ in 0..self.shared.config.accepts_per_event {
             match listening.listener.accept() {
                 Ok(stream) => {
-                    if self.shared.starved {
-                        self.shared.starved = false;
-                        log::info!("{token:?} accepting again: descriptors are available");
-                    }
-                    if self.shared.stats.open >= self.shared.config.max_connections as u64 {
+                    if self.shared.open.load(Ordering::Relaxed)
+                        >= self.shared.config.max_connections
+                    {
                         self.refuse(stream);
                     } else {
                         self.open(reactor, stream);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The backlog is drained: an episode of running out ends.
+                    if self.shared.starved {
+                        self.shared.starved = false;
+                        log::info!("{} accepting again", listening.name());
+                    }
+                    return;
+                }
                 Err(e) if is_transient(&e) => {
-                    log::debug!("{token:?} accept: {e} (skipped)");
+                    log::debug!("{} accept: {e} (skipped)", listening.name());
                 }
                 Err(e) => {
                     self.shared.stats.accept_pauses += 1;
                     let backoff = self.shared.config.accept_backoff;
+                    let name = listening.name();
                     if !is_starved(&e) {
-                        log::warn!("{token:?} accept failed: {e}; pausing for {backoff:?}");
+                        log::warn!("{name} accept failed: {e}; pausing for {backoff:?}");
                     } else if !self.shared.starved {
                         self.shared.starved = true;
                         log::warn!(
-                            "{token:?} accept: {e}; pausing until a connection closes \
-                             or {backoff:?} pass"
+                            "{name} accept: {e}; pausing until a connection closes \
+                             or {backoff:?} pass (warned once until the backlog is drained)"
                         );
                     } else {
-                        log::debug!("{token:?} accept: {e}; pausing again");
+                        log::debug!("{name} accept: {e}; pausing again");
                     }
                     listening.paused = true;
                     listening.backoff =
@@ -351,7 +375,7 @@ impl<S: Service> Layer<S> {
         let message = self.service.refusal();
         log::debug!(
             "refused a connection: {} open (max_connections)",
-            self.shared.stats.open
+            self.shared.open.load(Ordering::Relaxed)
         );
         if !message.is_empty() {
             if let Ok(n) = stream.write(message) {
@@ -382,6 +406,7 @@ impl<S: Service> Layer<S> {
         };
         self.shared.stats.accepted += 1;
         self.shared.stats.open += 1;
+        self.shared.open.fetch_add(1, Ordering::Relaxed);
         reactor.with_state(token, |reactor, entry| {
             let Entry::Conn(entry) = entry else {
                 unreachable!("just registered as a connection")
@@ -872,6 +897,7 @@ impl<S: Service> Layer<S> {
         }
         let id = Self::id(token, core);
         self.shared.stats.count_close(reason);
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
         log::debug!("{id:?} closed: {reason:?}");
         if let Some(state) = entry.state.as_mut() {
             let mut cx = Context {

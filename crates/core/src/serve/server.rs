@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -49,6 +49,10 @@ impl Server {
     /// over them) or [`Config::reuse_port`] asks for it. Returns the address
     /// bound (its port is chosen by the OS if `addr`'s is 0).
     ///
+    /// Without [`Config::reuse_port`], an address another socket listens on
+    /// fails with `AddrInUse`, threads or not: the threads' shared port is
+    /// first bound once without `SO_REUSEPORT`, to check.
+    ///
     /// # Errors
     ///
     /// Any error creating, binding or listening on the socket
@@ -56,6 +60,19 @@ impl Server {
     pub fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
         let reuse_port = self.config.reuse_port || self.config.threads > 1;
         let mut bound = addr;
+        if reuse_port && !self.config.reuse_port {
+            // The threads share the port with `SO_REUSEPORT`, which would
+            // also let them join another server's group on that port; a
+            // first bind without it fails with `AddrInUse` instead, as one
+            // thread would. (It also picks the port for a port of 0.)
+            let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            probe.set_reuse_address(true)?;
+            probe.bind(&addr.into())?;
+            bound = probe
+                .local_addr()?
+                .as_socket()
+                .ok_or_else(|| io::Error::other("a TCP socket without an address"))?;
+        }
         for (i, listeners) in self.listeners.iter_mut().enumerate() {
             let socket = Socket::new(Domain::for_address(bound), Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
@@ -132,10 +149,14 @@ impl Server {
             listeners,
             shutdown,
         } = self;
+        let open = Arc::new(AtomicUsize::new(0));
         let run_one = |thread: usize, listeners: Vec<Listener>| {
-            let result = run_thread(&config, &shutdown, thread, listeners, &factory);
-            if result.is_err() {
-                shutdown.shutdown();
+            // A thread that fails or panics takes the others down with it,
+            // so that `run` returns.
+            let guard = ShutdownOnDrop(&shutdown);
+            let result = run_thread(&config, &shutdown, thread, listeners, &factory, &open);
+            if result.is_ok() {
+                std::mem::forget(guard);
             }
             result
         };
@@ -178,12 +199,23 @@ impl Server {
     }
 }
 
+/// Shuts the server down when dropped: when a thread's run ends in an
+/// error or a panic.
+struct ShutdownOnDrop<'a>(&'a Shutdown);
+
+impl Drop for ShutdownOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
 fn run_thread<S: Service>(
     config: &Config,
     shutdown: &Shutdown,
     thread: usize,
     listeners: Vec<Listener>,
     factory: &(impl Fn(usize) -> S + Sync),
+    open: &Arc<AtomicUsize>,
 ) -> io::Result<Stats> {
     let mut reactor: Reactor<Layer<S>> = config.reactor.clone().build()?;
     let remote = reactor.remote();
@@ -193,7 +225,7 @@ fn run_thread<S: Service>(
     }));
     let mut layer = Layer {
         service: factory(thread),
-        shared: Shared::new(config.clone(), thread, shutdown.clone()),
+        shared: Shared::new(config.clone(), thread, shutdown.clone(), Arc::clone(open)),
     };
     layer.start(&mut reactor, listeners)?;
     reactor.run(&mut layer)?;
