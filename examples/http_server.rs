@@ -27,9 +27,9 @@
 //! or chunked, without buffering the rest; `Content-Length` with
 //! `Transfer-Encoding`, two differing lengths, a bad length, obs-fold lines
 //! and bare LFs are 400; a transfer coding other than chunked is 501. After
-//! such a status the server stops writing and discards what the client
-//! still sends for a moment (a lingering close), so that the client reads
-//! the status instead of a reset.
+//! such a status the layer's close lingers: it stops writing and drops what
+//! the client still sends for a moment, so that the client reads the status
+//! instead of a reset.
 
 #[path = "http/date.rs"]
 mod date;
@@ -67,10 +67,6 @@ usage: http_server [--addr HOST:PORT] [--threads N] [--header-timeout-ms N]
   -h, --help               print this help
 
 SIGINT or SIGTERM shuts the server down gracefully.";
-
-/// How long a rejected client's further bytes are read and dropped before
-/// the connection closes.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// The server's settings, from its flags.
 #[derive(Debug, Clone)]
@@ -158,21 +154,9 @@ impl Options {
     }
 }
 
-/// Where a connection is in its current request.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Between requests, or reading one.
-    #[default]
-    Reading,
-    /// Rejected: dropping what arrives until the peer closes or the
-    /// lingering deadline passes.
-    Discarding,
-}
-
 /// One connection's state.
 #[derive(Debug, Default)]
 pub(crate) struct Client {
-    phase: Phase,
     /// The head deadline is armed (from the request's first byte).
     head_deadline: bool,
     /// `100 Continue` was sent for the current request.
@@ -292,16 +276,15 @@ impl Http {
         keep_alive
     }
 
-    /// A status for a request that cannot be served, then a lingering
-    /// close: the server writes nothing more and drops what still arrives
-    /// for a moment, so the client reads the status rather than a reset.
-    fn reject(&mut self, conn: &mut Conn<'_, Http>, client: &mut Client, status: &str) {
+    /// A status for a request that cannot be served, then a close. The
+    /// layer's close lingers: it shuts down writing and drops what the
+    /// client still sends for a moment, so the client reads the status
+    /// rather than a reset.
+    fn reject(&mut self, conn: &mut Conn<'_, Http>, status: &str) {
         let text = format!("{status}\n");
         self.head(conn, status, "text/plain", text.len(), Some("close"));
         conn.write(text.as_bytes());
-        conn.shutdown_write();
-        client.phase = Phase::Discarding;
-        conn.set_timeout(LINGER);
+        conn.close_when_flushed();
     }
 }
 
@@ -321,10 +304,6 @@ impl Service for Http {
 
     fn received(&mut self, conn: &mut Conn<'_, Self>, client: &mut Client, input: &mut Input<'_>) {
         while !input.is_empty() {
-            if client.phase == Phase::Discarding {
-                input.consume(input.len());
-                return;
-            }
             if !client.head_deadline {
                 // The first byte of a request: its whole head must arrive
                 // within the header timeout, however slowly.
@@ -354,7 +333,7 @@ impl Service for Http {
                 Framed::Reject(status) => {
                     log::debug!("{:?}: {}", conn.id(), status.line());
                     input.consume(input.len());
-                    self.reject(conn, client, status.line());
+                    self.reject(conn, status.line());
                     return;
                 }
             }
@@ -362,12 +341,11 @@ impl Service for Http {
     }
 
     fn expired(&mut self, conn: &mut Conn<'_, Self>, client: &mut Client, which: Expired) {
-        match (which, client.phase) {
-            (Expired::Deadline, Phase::Reading) if client.head_deadline => {
-                log::debug!("{:?}: the request head took too long", conn.id());
-                self.reject(conn, client, "408 Request Timeout");
-            }
-            _ => conn.close(),
+        if which == Expired::Deadline && client.head_deadline {
+            log::debug!("{:?}: the request head took too long", conn.id());
+            self.reject(conn, "408 Request Timeout");
+        } else {
+            conn.close();
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Config {
     pub(crate) low_water: usize,
     pub(crate) max_output: usize,
     pub(crate) drain_timeout: Duration,
+    pub(crate) linger: Duration,
+    pub(crate) socket_buffers: (Option<usize>, Option<usize>),
     pub(crate) reactor: Builder,
 }
 
@@ -59,6 +61,8 @@ impl Default for Config {
             low_water: 16 << 10,
             max_output: 16 << 20,
             drain_timeout: Duration::from_secs(5),
+            linger: Duration::from_secs(2),
+            socket_buffers: (None, None),
             reactor: Builder::new(),
         }
     }
@@ -198,6 +202,28 @@ impl Config {
     /// closes them (default 5 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Config {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// How long a connection closed after its last reply
+    /// ([`Conn::close_when_flushed`](super::Conn::close_when_flushed), an
+    /// input over the limit) keeps reading and dropping what its peer still
+    /// sends, with writing shut down, before it closes (default 2 s; zero
+    /// closes at once). Closing a socket with unread input makes the kernel
+    /// send a reset, which can destroy the last reply before the peer
+    /// reads it; nginx's `lingering_close` is the same idea.
+    pub fn linger(mut self, linger: Duration) -> Config {
+        self.linger = linger;
+        self
+    }
+
+    /// `SO_SNDBUF` and `SO_RCVBUF` for accepted connections (default: the
+    /// kernel's, which on Linux grow to megabytes). The water marks and
+    /// [`max_output`](Config::max_output) count the bytes the layer holds;
+    /// the kernel's buffers come on top, so a server that must bound a slow
+    /// peer's cost tightly sets the send buffer too.
+    pub fn socket_buffers(mut self, send: Option<usize>, recv: Option<usize>) -> Config {
+        self.socket_buffers = (send, recv);
         self
     }
 

@@ -339,8 +339,12 @@ impl<'a, S: Service> Conn<'a, S> {
         self.core.close_now(self.cause);
     }
 
-    /// Stops reading, and closes the connection once every byte of output
-    /// is sent (a last reply, then close).
+    /// Stops handing input to the service, and closes the connection once
+    /// every byte of output is sent (a last reply, then close). The close
+    /// lingers ([`Config::linger`](super::Config::linger)): writing is shut
+    /// down and whatever the peer still sends is dropped until it closes
+    /// too or the linger passes, so that the peer reads the last reply
+    /// rather than a reset.
     pub fn close_when_flushed(&mut self) {
         self.core.close_flushed(self.cause);
     }
@@ -481,6 +485,27 @@ impl Stream {
         }
     }
 
+    /// Sets `SO_SNDBUF` and `SO_RCVBUF` where asked.
+    pub(crate) fn set_buffer_sizes(
+        &self,
+        (send, recv): (Option<usize>, Option<usize>),
+    ) -> io::Result<()> {
+        if send.is_none() && recv.is_none() {
+            return Ok(());
+        }
+        let socket = match self {
+            Stream::Tcp(stream) => socket2::SockRef::from(stream),
+            Stream::Unix(stream) => socket2::SockRef::from(stream),
+        };
+        if let Some(n) = send {
+            socket.set_send_buffer_size(n)?;
+        }
+        if let Some(n) = recv {
+            socket.set_recv_buffer_size(n)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(stream) => stream.shutdown(Direction::Write),
@@ -526,6 +551,11 @@ impl Flags {
     pub(crate) const BACKLOGGED: u16 = 1 << 9;
     /// Closed: every later event is ignored.
     pub(crate) const CLOSED: u16 = 1 << 10;
+    /// Closing after its last output: writing is shut down, and what
+    /// arrives is read and dropped until end of file or the linger
+    /// deadline (in `deadline`), so the peer reads the last reply rather
+    /// than a reset.
+    pub(crate) const LINGERING: u16 = 1 << 11;
 
     pub(crate) fn has(self, flag: u16) -> bool {
         self.0 & flag != 0

@@ -230,6 +230,7 @@ impl<S: Service> Handler for Layer<S> {
     fn woken(&mut self, reactor: &mut Reactor<Self>) {
         if self.shared.shutdown.is_started() {
             self.begin_drain(reactor);
+            self.flush_dirty(reactor);
         }
     }
 }
@@ -392,6 +393,9 @@ impl<S: Service> Layer<S> {
                 log::debug!("TCP_NODELAY: {e}");
             }
         }
+        if let Err(e) = stream.set_buffer_sizes(self.shared.config.socket_buffers) {
+            log::debug!("socket buffer sizes: {e}");
+        }
         self.shared.serial += 1;
         let core = ConnCore::new(stream, self.shared.serial);
         let entry = Entry::Conn(ConnEntry { core, state: None });
@@ -519,6 +523,9 @@ impl<S: Service> Layer<S> {
     ) {
         // After a FIN or an error a short read no longer proves the socket
         // drained: read on until 0 or WouldBlock (see `Handler`).
+        if entry.core.flags.has(Flags::LINGERING) {
+            return self.discard(reactor, token, entry);
+        }
         let short_read_drains = !(ready.is_read_closed() || ready.is_error());
         let mut buf = mem::take(&mut self.shared.read_buf);
         let mut reads = 0;
@@ -778,8 +785,15 @@ impl<S: Service> Layer<S> {
             }
             let flags = entry.core.flags;
             if flags.has(Flags::CLOSE_FLUSHED) {
-                let reason = entry.core.reason;
-                return self.close(reactor, token, entry, reason);
+                let linger = self.shared.config.linger;
+                if flags.has(Flags::EOF) || linger.is_zero() {
+                    let reason = entry.core.reason;
+                    return self.close(reactor, token, entry, reason);
+                }
+                if !flags.has(Flags::LINGERING) {
+                    self.linger(reactor, token, entry, linger);
+                }
+                break;
             }
             if flags.has(Flags::SHUT_WRITE) && !flags.has(Flags::WRITE_SHUT) {
                 entry.core.flags.set(Flags::WRITE_SHUT);
@@ -796,6 +810,76 @@ impl<S: Service> Layer<S> {
             break;
         }
         entry.core.release_bufs(&mut self.shared.pool);
+    }
+
+    /// Begins a lingering close: writing shut down, input dropped until
+    /// end of file or `linger` passes. Closing at once with unread input
+    /// would make the kernel answer with a reset, which can destroy the
+    /// last reply before the peer reads it.
+    fn linger(
+        &mut self,
+        reactor: &mut Reactor<Self>,
+        token: Token,
+        entry: &mut ConnEntry<S::Conn>,
+        linger: Duration,
+    ) {
+        let core = &mut entry.core;
+        core.flags.set(Flags::LINGERING);
+        if !core.flags.has(Flags::WRITE_SHUT) {
+            core.flags.set(Flags::WRITE_SHUT);
+            if let Err(e) = core.stream.shutdown_write() {
+                log::debug!("{token:?} shutdown: {e}");
+            }
+        }
+        // The service's deadline no longer matters; the slot bounds the
+        // linger instead.
+        if let Some(timer) = core.deadline.take() {
+            reactor.cancel_timer(timer);
+        }
+        core.deadline = Some(reactor.timer_after(linger, Alarm::Deadline(token.0 as u32)));
+        if let Some(bufs) = core.bufs.as_mut() {
+            bufs.input = Vec::new();
+        }
+        if core.flags.has(Flags::READABLE) {
+            reactor.requeue(token, Ready::READABLE);
+        }
+    }
+
+    /// Reads and drops what a lingering connection's peer still sends.
+    fn discard(
+        &mut self,
+        reactor: &mut Reactor<Self>,
+        token: Token,
+        entry: &mut ConnEntry<S::Conn>,
+    ) {
+        let mut buf = mem::take(&mut self.shared.read_buf);
+        let core = &mut entry.core;
+        for reads in 0.. {
+            if !core.flags.has(Flags::READABLE) || core.flags.has(Flags::EOF | Flags::CLOSE_NOW) {
+                break;
+            }
+            if reads == self.shared.config.reads_per_event {
+                reactor.requeue(token, Ready::READABLE);
+                break;
+            }
+            match core.stream.read(&mut buf) {
+                Ok(0) => {
+                    core.flags.set(Flags::EOF);
+                    core.flags.clear(Flags::READABLE);
+                }
+                Ok(n) => self.shared.stats.bytes_in += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    core.flags.clear(Flags::READABLE);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("{token:?} read while lingering: {e}");
+                    let reason = core.reason;
+                    core.close_now(reason);
+                }
+            }
+        }
+        self.shared.read_buf = buf;
     }
 
     fn conn_timer(&mut self, reactor: &mut Reactor<Self>, index: u32, id: TimerId, which: Expired) {
@@ -815,6 +899,14 @@ impl<S: Service> Layer<S> {
         timer: TimerId,
         which: Expired,
     ) {
+        if entry.core.flags.has(Flags::LINGERING) {
+            if which == Expired::Deadline && entry.core.deadline == Some(timer) {
+                entry.core.deadline = None;
+                let reason = entry.core.reason;
+                self.close(reactor, token, entry, reason);
+            }
+            return;
+        }
         if entry.core.is_closing() {
             return;
         }

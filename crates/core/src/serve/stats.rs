@@ -52,7 +52,9 @@ pub struct Stats {
     /// Connections refused because [`Config::max_connections`](super::Config::max_connections)
     /// were open.
     pub refused: u64,
-    /// Connections open now.
+    /// Connections open now on this reactor (the server's
+    /// [`max_connections`](super::Config::max_connections) counts those of
+    /// every thread).
     pub open: u64,
     /// Closed by the peer ([`Close::Peer`]).
     pub closed_peer: u64,
