@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime};
 use ontime::serve::{Config, Conn, Context, Expired, Input, Report, Server, Service};
 use ontime::TimerId;
 
-use crate::request::{Framed, Head, Limits, Method, Route};
+use self::request::{Framed, Head, Limits, Method, Route};
 
 mod common;
 

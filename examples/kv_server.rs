@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 use ontime::serve::{Close, Config, Conn, ConnId, Context, Input, Report, Server, Service};
 use ontime::TimerId;
 
-use crate::resp::{Args, Parsed, Parser, Reply};
-use crate::store::Store;
+use self::resp::{Args, Out, Parsed, Parser, Reply};
+use self::store::Store;
 
 mod common;
 
@@ -137,6 +137,19 @@ pub(crate) struct Client {
     /// The channels subscribed to, in subscription order.
     subscribed: Vec<Box<[u8]>>,
     name: Option<Box<[u8]>>,
+    /// Speaks RESP3 (after `HELLO 3`).
+    resp3: bool,
+    /// Inside MULTI: the commands queued for EXEC.
+    multi: Option<Box<Multi>>,
+}
+
+/// A transaction being queued.
+#[derive(Debug, Default)]
+pub(crate) struct Multi {
+    queued: Vec<Vec<Box<[u8]>>>,
+    bytes: usize,
+    /// A queued command was refused: EXEC aborts.
+    failed: bool,
 }
 
 impl Client {
@@ -172,8 +185,8 @@ pub(crate) struct Kv {
     /// The arguments of the request being run, and a reused reply buffer.
     args: Args,
     out: Vec<u8>,
-    /// A reused buffer for the message PUBLISH fans out.
-    frame: Vec<u8>,
+    /// Reused buffers for the message PUBLISH fans out, in RESP2 and RESP3.
+    frames: [Vec<u8>; 2],
     started: Instant,
     commands: u64,
     published: u64,
@@ -188,7 +201,7 @@ impl Kv {
             channels: HashMap::new(),
             args: Args::default(),
             out: Vec::new(),
-            frame: Vec::new(),
+            frames: [Vec::new(), Vec::new()],
             started: Instant::now(),
             commands: 0,
             published: 0,
@@ -210,39 +223,150 @@ impl Kv {
     fn run(&mut self, conn: &mut Conn<'_, Kv>, client: &mut Client, input: &[u8]) {
         self.commands += 1;
         let args = std::mem::take(&mut self.args);
-        let mut out = std::mem::take(&mut self.out);
-        let mut buf = [0u8; 16];
-        let known = commands::lowercase(args.get(input, 0), &mut buf).map(|name| name.len());
-        match known.map(|len| &buf[..len]) {
-            Some(name) => match commands::arity(name) {
-                None => out.error(&commands::unknown(input, &args)),
-                Some(arity)
-                    if (arity > 0 && args.len() != arity as usize)
-                        || (arity < 0 && args.len() < (-arity) as usize) =>
-                {
-                    out.error(&format!(
-                        "ERR wrong number of arguments for '{}' command",
-                        String::from_utf8_lossy(name)
-                    ));
-                }
-                Some(_) if client.subscriptions() > 0 && !commands::allowed_subscribed(name) => {
-                    out.error(&commands::sanitized(format!(
-                        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / \
-                         PING / QUIT / RESET are allowed in this context",
-                        String::from_utf8_lossy(name)
-                    )));
-                }
-                Some(_) => commands::execute(self, conn, client, name, input, &args, &mut out),
-            },
-            None => out.error(&commands::unknown(input, &args)),
-        }
-        conn.write(&out);
-        out.clear();
-        self.out = out;
+        let mut out = Out {
+            buf: std::mem::take(&mut self.out),
+            resp3: client.resp3,
+        };
+        self.transact(conn, client, input, &args, &mut out);
+        conn.write(&out.buf);
+        out.buf.clear();
+        self.out = out.buf;
         self.args = args;
     }
 
-    fn info(&self, conn: &Conn<'_, Kv>, input: &[u8], args: &Args, out: &mut Vec<u8>) {
+    /// MULTI, EXEC and DISCARD, and queueing inside a transaction; any
+    /// other command runs at once.
+    fn transact(
+        &mut self,
+        conn: &mut Conn<'_, Kv>,
+        client: &mut Client,
+        input: &[u8],
+        args: &Args,
+        out: &mut Out,
+    ) {
+        let mut buf = [0u8; 16];
+        let name = commands::lowercase(args.get(input, 0), &mut buf).unwrap_or_default();
+        match name {
+            b"multi" => {
+                if client.multi.is_some() {
+                    out.error("ERR MULTI calls can not be nested");
+                } else if args.len() != 1 {
+                    out.error("ERR wrong number of arguments for 'multi' command");
+                } else {
+                    client.multi = Some(Box::default());
+                    out.ok();
+                }
+                return;
+            }
+            b"exec" | b"discard" => {
+                let Some(multi) = client.multi.take() else {
+                    let upper = if name == b"exec" { "EXEC" } else { "DISCARD" };
+                    return out.error(&format!("ERR {upper} without MULTI"));
+                };
+                if name == b"discard" {
+                    return out.ok();
+                }
+                if multi.failed {
+                    return out
+                        .error("EXECABORT Transaction discarded because of previous errors.");
+                }
+                out.array(multi.queued.len());
+                let mut queued = Args::default();
+                for command in &multi.queued {
+                    queued.set_owned(command);
+                    self.execute(conn, client, &[], &queued, out);
+                }
+                return;
+            }
+            _ => {}
+        }
+        if let Some(multi) = client.multi.as_mut() {
+            if name != b"quit" {
+                let mut check = Out::default();
+                if let Err(()) = Self::check(
+                    client_subscribed(&client.subscribed),
+                    input,
+                    args,
+                    &mut check.buf,
+                ) {
+                    out.put(&check.buf);
+                    multi.failed = true;
+                    return;
+                }
+                let size: usize = (0..args.len()).map(|i| args.get(input, i).len()).sum();
+                multi.bytes += size;
+                if multi.bytes > self.options.max_request_bytes {
+                    out.error("ERR transaction too big: discarded");
+                    multi.failed = true;
+                    return;
+                }
+                multi.queued.push(args.to_owned(input));
+                return out.simple("QUEUED");
+            }
+        }
+        self.execute(conn, client, input, args, out);
+    }
+
+    /// Whether a request names a command with the right arity, allowed in
+    /// the client's mode; the error reply if not.
+    fn check(subscribed: bool, input: &[u8], args: &Args, out: &mut Vec<u8>) -> Result<(), ()> {
+        let mut buf = [0u8; 16];
+        let Some(name) = commands::lowercase(args.get(input, 0), &mut buf) else {
+            out.error(&commands::unknown(input, args));
+            return Err(());
+        };
+        match commands::arity(name) {
+            None => {
+                out.error(&commands::unknown(input, args));
+                Err(())
+            }
+            Some(arity)
+                if (arity > 0 && args.len() != arity as usize)
+                    || (arity < 0 && args.len() < (-arity) as usize) =>
+            {
+                out.error(&format!(
+                    "ERR wrong number of arguments for '{}' command",
+                    String::from_utf8_lossy(name)
+                ));
+                Err(())
+            }
+            Some(_) if subscribed && !commands::allowed_subscribed(name) => {
+                out.error(&commands::sanitized(format!(
+                    "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / \
+                     PING / QUIT / RESET are allowed in this context",
+                    String::from_utf8_lossy(name)
+                )));
+                Err(())
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Checks and runs one command.
+    fn execute(
+        &mut self,
+        conn: &mut Conn<'_, Kv>,
+        client: &mut Client,
+        input: &[u8],
+        args: &Args,
+        out: &mut Out,
+    ) {
+        if Self::check(
+            client_subscribed(&client.subscribed),
+            input,
+            args,
+            &mut out.buf,
+        )
+        .is_err()
+        {
+            return;
+        }
+        let mut buf = [0u8; 16];
+        let name = commands::lowercase(args.get(input, 0), &mut buf).unwrap_or_default();
+        commands::execute(self, conn, client, name, input, args, out);
+    }
+
+    fn info(&self, conn: &Conn<'_, Kv>, input: &[u8], args: &Args, out: &mut Out) {
         let wanted = |section: &str| {
             args.len() < 2
                 || (1..args.len()).any(|i| {
@@ -318,6 +442,10 @@ impl Kv {
     }
 }
 
+fn client_subscribed(subscribed: &[Box<[u8]>]) -> bool {
+    !subscribed.is_empty()
+}
+
 impl Service for Kv {
     type Conn = Client;
     /// A key whose TTL this timer is.
@@ -345,7 +473,9 @@ impl Service for Kv {
                 Parsed::Error(message) => {
                     log::debug!("{:?}: protocol error: {message}", conn.id());
                     let mut out = Vec::new();
-                    out.error(&format!("ERR Protocol error: {message}"));
+                    out.error(&commands::sanitized(format!(
+                        "ERR Protocol error: {message}"
+                    )));
                     conn.write(&out);
                     conn.close_when_flushed();
                     return;

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use ontime::serve::{Conn, Context};
 
-use super::resp::{parse_int, Args, Reply};
+use super::resp::{parse_int, Args, Out, Reply};
 use super::store::{Entry, Removed, Ttl, Value};
 use super::{Client, Kv};
 
@@ -43,6 +43,7 @@ pub(crate) fn arity(name: &[u8]) -> Option<i32> {
         b"dbsize" => 1,
         b"flushdb" | b"flushall" | b"unsubscribe" | b"info" | b"command" | b"quit" => -1,
         b"select" => 2,
+        b"hello" => -1,
         _ => return None,
     })
 }
@@ -84,11 +85,18 @@ fn int_arg(input: &[u8], args: &Args, i: usize) -> Option<i64> {
     parse_int(args.get(input, i))
 }
 
-/// A TTL of `ms` milliseconds from now, as a deadline on the store's clock;
-/// `None` on overflow.
+/// A TTL of `ms` milliseconds from now, as a deadline in milliseconds on
+/// the store's clock (as Redis, whose deadline is the current millisecond
+/// plus the TTL); `None` on overflow.
 fn deadline_after(kv: &Kv, ms: i64) -> Option<u64> {
-    let ns = u64::try_from(ms).ok()?.checked_mul(1_000_000)?;
-    kv.store.now().checked_add(ns)
+    // Redis keeps absolute Unix milliseconds in an i64: a TTL that would
+    // overflow one is invalid there, and so here.
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    ms.checked_add(unix_ms)?;
+    let ms = u64::try_from(ms).ok()?;
+    (kv.store.now() / 1_000_000).checked_add(ms)
 }
 
 fn cancel<S: ontime::serve::Service>(cx: &mut Context<'_, S>, removed: Removed) {
@@ -124,7 +132,7 @@ pub(crate) fn execute(
     name: &[u8],
     input: &[u8],
     args: &Args,
-    out: &mut Vec<u8>,
+    out: &mut Out,
 ) {
     let arg = |i: usize| args.get(input, i);
     let argc = args.len();
@@ -257,7 +265,9 @@ pub(crate) fn execute(
                 Some(Entry { ttl: None, .. }) => return out.int(-1),
                 Some(Entry { ttl: Some(ttl), .. }) => ttl.at,
             };
-            let left_ms = ttl.saturating_sub(kv.store.now()).div_ceil(1_000_000) as i64;
+            let left_ns = u128::from(ttl) * 1_000_000
+                - u128::from(kv.store.now()).min(u128::from(ttl) * 1_000_000);
+            let left_ms = left_ns.div_ceil(1_000_000) as i64;
             if name == b"ttl" {
                 out.int((left_ms + 500) / 1000);
             } else {
@@ -417,7 +427,7 @@ pub(crate) fn execute(
                 value: Value::Hash(hash),
                 ..
             }) => {
-                out.array(hash.len() * 2);
+                out.map(hash.len());
                 for (field, value) in hash.iter() {
                     out.bulk(field);
                     out.bulk(value);
@@ -475,7 +485,7 @@ pub(crate) fn execute(
                         .or_default()
                         .push(conn.id());
                 }
-                out.array(3);
+                out.push(3);
                 out.bulk(b"subscribe");
                 out.bulk(channel);
                 out.int(client.subscriptions() as i64);
@@ -485,12 +495,12 @@ pub(crate) fn execute(
         }
         b"unsubscribe" => {
             let channels: Vec<Box<[u8]>> = if argc == 1 {
-                client.take_subscriptions()
+                client.subscribed.clone()
             } else {
                 (1..argc).map(|i| arg(i).into()).collect()
             };
             if channels.is_empty() {
-                out.array(3);
+                out.push(3);
                 out.bulk(b"unsubscribe");
                 out.null();
                 out.int(0);
@@ -498,7 +508,7 @@ pub(crate) fn execute(
             for channel in channels {
                 client.unsubscribe(&channel);
                 kv.leave(&channel, conn.id());
-                out.array(3);
+                out.push(3);
                 out.bulk(b"unsubscribe");
                 out.bulk(&channel);
                 out.int(client.subscriptions() as i64);
@@ -510,27 +520,78 @@ pub(crate) fn execute(
         b"publish" => {
             let channel = arg(1);
             let message = arg(2);
-            let mut frame = std::mem::take(&mut kv.frame);
-            frame.clear();
-            frame.array(3);
-            frame.bulk(b"message");
-            frame.bulk(channel);
-            frame.bulk(message);
+            // The message as RESP2 and RESP3 subscribers each read it.
+            let mut frames = std::mem::take(&mut kv.frames);
+            for (frame, resp3) in frames.iter_mut().zip([false, true]) {
+                let mut out = Out {
+                    buf: std::mem::take(frame),
+                    resp3,
+                };
+                out.buf.clear();
+                out.push(3);
+                out.bulk(b"message");
+                out.bulk(channel);
+                out.bulk(message);
+                *frame = out.buf;
+            }
             let mut receivers = 0;
             if let Some(subscribers) = kv.channels.get(channel) {
                 for &id in subscribers {
                     if id == conn.id() {
                         // Our own replies go after what this request wrote.
-                        out.put(&frame);
+                        out.put(&frames[usize::from(client.resp3)]);
                         receivers += 1;
-                    } else if conn.write_to(id, &frame) {
+                        continue;
+                    }
+                    let resp3 = conn.state_of(id).is_some_and(|c| c.resp3);
+                    if conn.write_to(id, &frames[usize::from(resp3)]) {
                         receivers += 1;
                     }
                 }
             }
             kv.published += 1;
-            kv.frame = frame;
+            kv.frames = frames;
             out.int(receivers);
+        }
+        b"hello" => {
+            if argc >= 2 {
+                match int_arg(input, args, 1) {
+                    Some(2) => client.resp3 = false,
+                    Some(3) => client.resp3 = true,
+                    Some(_) => return out.error("NOPROTO unsupported protocol version"),
+                    None => {
+                        return out.error("ERR Protocol version is not an integer or out of range")
+                    }
+                }
+                let mut i = 2;
+                while i < argc {
+                    if arg(i).eq_ignore_ascii_case(b"setname") && i + 1 < argc {
+                        client.name = (!arg(i + 1).is_empty()).then(|| arg(i + 1).into());
+                        i += 2;
+                    } else {
+                        return out.error(&sanitized(format!(
+                            "ERR Syntax error in HELLO option '{}'",
+                            String::from_utf8_lossy(truncated(arg(i), 128))
+                        )));
+                    }
+                }
+            }
+            out.resp3 = client.resp3;
+            out.map(7);
+            out.bulk(b"server");
+            out.bulk(b"redis");
+            out.bulk(b"version");
+            out.bulk(b"7.0.0");
+            out.bulk(b"proto");
+            out.int(if client.resp3 { 3 } else { 2 });
+            out.bulk(b"id");
+            out.int(conn.id().serial() as i64);
+            out.bulk(b"mode");
+            out.bulk(b"standalone");
+            out.bulk(b"role");
+            out.bulk(b"master");
+            out.bulk(b"modules");
+            out.array(0);
         }
         b"info" => kv.info(conn, input, args, out),
         b"config" => {
@@ -539,7 +600,33 @@ pub(crate) fn execute(
                 if argc < 3 {
                     return out.error("ERR wrong number of arguments for 'config|get' command");
                 }
-                out.array(0);
+                // The few settings clients ask about (redis-benchmark reads
+                // `save` and `appendonly`): no persistence here.
+                let timeout = kv
+                    .options
+                    .idle_timeout
+                    .map_or(0, |t| t.as_secs())
+                    .to_string();
+                let maxclients = kv.options.max_clients.to_string();
+                let table: [(&str, &str); 5] = [
+                    ("save", ""),
+                    ("appendonly", "no"),
+                    ("databases", "1"),
+                    ("timeout", &timeout),
+                    ("maxclients", &maxclients),
+                ];
+                let found: Vec<(&str, &str)> = table
+                    .iter()
+                    .filter(|(name, _)| {
+                        (2..argc).any(|i| arg(i).eq_ignore_ascii_case(name.as_bytes()))
+                    })
+                    .copied()
+                    .collect();
+                out.map(found.len());
+                for (name, value) in found {
+                    out.bulk(name.as_bytes());
+                    out.bulk(value.as_bytes());
+                }
             } else if sub.eq_ignore_ascii_case(b"set") || sub.eq_ignore_ascii_case(b"resetstat") {
                 out.ok();
             } else {
@@ -551,7 +638,16 @@ pub(crate) fn execute(
         }
         b"client" => {
             let sub = arg(1);
-            if sub.eq_ignore_ascii_case(b"setname") && argc == 3 {
+            let wants = |name: &[u8], n: usize| sub.eq_ignore_ascii_case(name).then_some(argc == n);
+            let arity_error = |out: &mut Out, name: &str| {
+                out.error(&format!(
+                    "ERR wrong number of arguments for 'client|{name}' command"
+                ))
+            };
+            if let Some(ok) = wants(b"setname", 3) {
+                if !ok {
+                    return arity_error(out, "setname");
+                }
                 if arg(2).iter().any(|&b| b <= b' ' || b > b'~') {
                     return out.error(
                         "ERR Client names cannot contain spaces, newlines or special characters.",
@@ -559,18 +655,27 @@ pub(crate) fn execute(
                 }
                 client.name = (!arg(2).is_empty()).then(|| arg(2).into());
                 out.ok();
-            } else if sub.eq_ignore_ascii_case(b"getname") && argc == 2 {
+            } else if let Some(ok) = wants(b"getname", 2) {
+                if !ok {
+                    return arity_error(out, "getname");
+                }
                 match &client.name {
                     Some(name) => out.bulk(name),
                     None => out.null(),
                 }
-            } else if sub.eq_ignore_ascii_case(b"setinfo") && argc == 4 {
+            } else if let Some(ok) = wants(b"setinfo", 4) {
+                if !ok {
+                    return arity_error(out, "setinfo");
+                }
                 out.ok();
-            } else if sub.eq_ignore_ascii_case(b"id") && argc == 2 {
+            } else if let Some(ok) = wants(b"id", 2) {
+                if !ok {
+                    return arity_error(out, "id");
+                }
                 out.int(conn.id().serial() as i64);
             } else {
                 out.error(&sanitized(format!(
-                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+                    "ERR unknown subcommand '{}'. Try CLIENT HELP.",
                     String::from_utf8_lossy(truncated(sub, 128))
                 )));
             }
@@ -580,10 +685,12 @@ pub(crate) fn execute(
     }
 }
 
-fn set(kv: &mut Kv, conn: &mut Conn<'_, Kv>, input: &[u8], args: &Args, out: &mut Vec<u8>) {
+fn set(kv: &mut Kv, conn: &mut Conn<'_, Kv>, input: &[u8], args: &Args, out: &mut Out) {
     let arg = |i: usize| args.get(input, i);
     let (mut nx, mut xx, mut keep_ttl, mut get) = (false, false, false, false);
     let mut ttl_ms: Option<i64> = None;
+    // Whether the TTL was given in seconds (EX) or milliseconds (PX).
+    let mut unit: Option<bool> = None;
     let mut i = 3;
     while i < args.len() {
         let option = arg(i);
@@ -597,14 +704,20 @@ fn set(kv: &mut Kv, conn: &mut Conn<'_, Kv>, input: &[u8], args: &Args, out: &mu
         } else if option.eq_ignore_ascii_case(b"keepttl") && ttl_ms.is_none() {
             keep_ttl = true;
         } else if (option.eq_ignore_ascii_case(b"ex") || option.eq_ignore_ascii_case(b"px"))
-            && ttl_ms.is_none()
             && !keep_ttl
             && has_next
         {
+            // EX after EX (or PX after PX) takes the last, as Redis does;
+            // EX with PX is a syntax error.
+            let seconds = option.eq_ignore_ascii_case(b"ex");
+            if unit.is_some_and(|was| was != seconds) {
+                return out.error(SYNTAX);
+            }
+            unit = Some(seconds);
             let Some(n) = parse_int(arg(i + 1)) else {
                 return out.error(NOT_INTEGER);
             };
-            let ms = if option.eq_ignore_ascii_case(b"ex") {
+            let ms = if seconds {
                 n.checked_mul(1000)
             } else {
                 Some(n)
@@ -661,7 +774,7 @@ fn set(kv: &mut Kv, conn: &mut Conn<'_, Kv>, input: &[u8], args: &Args, out: &mu
     }
 }
 
-fn incr_by(kv: &mut Kv, conn: &mut Conn<'_, Kv>, key: &[u8], by: i64, out: &mut Vec<u8>) {
+fn incr_by(kv: &mut Kv, conn: &mut Conn<'_, Kv>, key: &[u8], by: i64, out: &mut Out) {
     let old = match lookup!(kv, conn, key) {
         None => 0,
         Some(Entry {
@@ -695,7 +808,7 @@ fn expire(
     name: &[u8],
     input: &[u8],
     args: &Args,
-    out: &mut Vec<u8>,
+    out: &mut Out,
 ) {
     let arg = |i: usize| args.get(input, i);
     let Some(n) = int_arg(input, args, 2) else {
@@ -774,7 +887,7 @@ fn pop(
     name: &[u8],
     input: &[u8],
     args: &Args,
-    out: &mut Vec<u8>,
+    out: &mut Out,
 ) {
     let count = match args.len() {
         2 => None,
@@ -782,7 +895,12 @@ fn pop(
             Some(n) if n >= 0 => Some(n as usize),
             _ => return out.error("ERR value is out of range, must be positive"),
         },
-        _ => return out.error(SYNTAX),
+        _ => {
+            return out.error(&format!(
+                "ERR wrong number of arguments for '{}' command",
+                String::from_utf8_lossy(name)
+            ))
+        }
     };
     let key = args.get(input, 1);
     let empty = match lookup!(kv, conn, key) {

@@ -10,6 +10,7 @@
 //! times; and nothing is ever allocated for a length a peer announces, only
 //! for bytes that arrived.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// Redis's limits: at most this many arguments in one request.
@@ -27,7 +28,7 @@ pub(crate) enum Parsed {
     /// More bytes are needed.
     Incomplete,
     /// Malformed input: reply `-ERR Protocol error: <this>` and close.
-    Error(&'static str),
+    Error(Cow<'static, str>),
 }
 
 /// Where the arguments of the last request are.
@@ -63,6 +64,23 @@ pub(crate) struct Args {
 }
 
 impl Args {
+    /// The arguments of a queued command (MULTI), copied into `self`.
+    pub(crate) fn set_owned(&mut self, args: &[Box<[u8]>]) {
+        self.ranges.clear();
+        self.inline.clear();
+        self.source = Some(Source::Inline);
+        for arg in args {
+            let start = self.inline.len();
+            self.inline.extend_from_slice(arg);
+            self.ranges.push(start..self.inline.len());
+        }
+    }
+
+    /// Every argument, copied (to queue a command in MULTI).
+    pub(crate) fn to_owned(&self, input: &[u8]) -> Vec<Box<[u8]>> {
+        (0..self.len()).map(|i| self.get(input, i).into()).collect()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.ranges.len()
     }
@@ -98,13 +116,13 @@ impl Parser {
             None => {
                 let Some((line, next)) = line(input, 0) else {
                     if input.len() > MAX_INLINE {
-                        return Parsed::Error("too big mbulk count string");
+                        return Parsed::Error(Cow::Borrowed("too big mbulk count string"));
                     }
                     return Parsed::Incomplete;
                 };
                 let count = match parse_int(&line[1..]) {
                     Some(n) if n <= MAX_ARGS as i64 => n,
-                    _ => return Parsed::Error("invalid multibulk length"),
+                    _ => return Parsed::Error(Cow::Borrowed("invalid multibulk length")),
                 };
                 if count <= 0 {
                     return Parsed::Empty(next);
@@ -120,7 +138,7 @@ impl Parser {
             let pos = partial.pos;
             let Some((line, next)) = line(input, pos) else {
                 if input.len() - pos > MAX_INLINE {
-                    return Parsed::Error("too big bulk count string");
+                    return Parsed::Error(Cow::Borrowed("too big bulk count string"));
                 }
                 if pos < input.len() && input[pos] != b'$' {
                     return Parsed::Error(expected_dollar(input[pos]));
@@ -133,7 +151,7 @@ impl Parser {
             }
             let len = match parse_int(&line[1..]) {
                 Some(n) if n >= 0 && n as u64 <= max_bulk as u64 => n as usize,
-                _ => return Parsed::Error("invalid bulk length"),
+                _ => return Parsed::Error(Cow::Borrowed("invalid bulk length")),
             };
             // The bytes, then CRLF; wait for them without reserving any.
             if input.len() - next < len + 2 {
@@ -141,7 +159,7 @@ impl Parser {
                 return Parsed::Incomplete;
             }
             if &input[next + len..next + len + 2] != b"\r\n" {
-                return Parsed::Error("invalid bulk terminator");
+                return Parsed::Error(Cow::Borrowed("invalid bulk terminator"));
             }
             partial.args.push(next..next + len);
             partial.pos = next + len + 2;
@@ -155,15 +173,8 @@ impl Parser {
     }
 }
 
-fn expected_dollar(got: u8) -> &'static str {
-    // Redis says "expected '$', got 'X'"; a static message keeps the
-    // reply allocation-free, with the byte named when it is printable.
-    match got {
-        b'*' => "expected '$', got '*'",
-        b':' => "expected '$', got ':'",
-        b'+' => "expected '$', got '+'",
-        _ => "expected '$'",
-    }
+fn expected_dollar(got: u8) -> Cow<'static, str> {
+    Cow::Owned(format!("expected '$', got '{}'", got as char))
 }
 
 /// The line starting at `from`, without its CRLF, and where the next one
@@ -212,7 +223,7 @@ pub(crate) fn parse_int(bytes: &[u8]) -> Option<i64> {
 fn parse_inline(input: &[u8], args: &mut Args) -> Parsed {
     let Some(lf) = input.iter().take(MAX_INLINE + 1).position(|&b| b == b'\n') else {
         if input.len() > MAX_INLINE {
-            return Parsed::Error("too big inline request");
+            return Parsed::Error(Cow::Borrowed("too big inline request"));
         }
         return Parsed::Incomplete;
     };
@@ -224,7 +235,7 @@ fn parse_inline(input: &[u8], args: &mut Args) -> Parsed {
     args.inline.clear();
     args.source = Some(Source::Inline);
     if split_args(line, &mut args.inline, &mut args.ranges).is_err() {
-        return Parsed::Error("unbalanced quotes in request");
+        return Parsed::Error(Cow::Borrowed("unbalanced quotes in request"));
     }
     if args.ranges.is_empty() {
         return Parsed::Empty(lf + 1);
@@ -232,8 +243,12 @@ fn parse_inline(input: &[u8], args: &mut Args) -> Parsed {
     Parsed::Request(lf + 1)
 }
 
-/// Splits a line as Redis's `sdssplitargs` does, into `out`.
+/// Splits a line as Redis's `sdssplitargs` does, into `out`: arguments
+/// separated by spaces; a double or single quote, even inside an argument,
+/// opens a quoted part (with escapes in double quotes), whose closing quote
+/// must end the argument.
 fn split_args(line: &[u8], out: &mut Vec<u8>, ranges: &mut Vec<Range<usize>>) -> Result<(), ()> {
+    let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
     let mut i = 0;
     loop {
         while i < line.len() && line[i].is_ascii_whitespace() {
@@ -243,74 +258,73 @@ fn split_args(line: &[u8], out: &mut Vec<u8>, ranges: &mut Vec<Range<usize>>) ->
             return Ok(());
         }
         let start = out.len();
-        match line[i] {
-            b'"' => {
-                i += 1;
-                loop {
-                    match line.get(i) {
-                        None => return Err(()),
-                        Some(b'\\')
-                            if i + 3 < line.len()
-                                && line[i + 1] == b'x'
-                                && line[i + 2].is_ascii_hexdigit()
-                                && line[i + 3].is_ascii_hexdigit() =>
-                        {
-                            let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-                            out.push(hex(line[i + 2]) * 16 + hex(line[i + 3]));
-                            i += 4;
-                        }
-                        Some(b'\\') if i + 1 < line.len() => {
-                            out.push(match line[i + 1] {
-                                b'n' => b'\n',
-                                b'r' => b'\r',
-                                b't' => b'\t',
-                                b'b' => 8,
-                                b'a' => 7,
-                                other => other,
-                            });
-                            i += 2;
-                        }
-                        Some(b'"') => {
-                            // A closing quote must be followed by a space or the end.
-                            if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
-                                return Err(());
+        while i < line.len() && !line[i].is_ascii_whitespace() {
+            match line[i] {
+                b'"' => {
+                    i += 1;
+                    loop {
+                        match line.get(i) {
+                            None => return Err(()),
+                            Some(b'\\')
+                                if i + 3 < line.len()
+                                    && line[i + 1] == b'x'
+                                    && line[i + 2].is_ascii_hexdigit()
+                                    && line[i + 3].is_ascii_hexdigit() =>
+                            {
+                                out.push(hex(line[i + 2]) * 16 + hex(line[i + 3]));
+                                i += 4;
                             }
-                            i += 1;
-                            break;
-                        }
-                        Some(&b) => {
-                            out.push(b);
-                            i += 1;
+                            Some(b'\\') if i + 1 < line.len() => {
+                                out.push(match line[i + 1] {
+                                    b'n' => b'\n',
+                                    b'r' => b'\r',
+                                    b't' => b'\t',
+                                    b'b' => 8,
+                                    b'a' => 7,
+                                    other => other,
+                                });
+                                i += 2;
+                            }
+                            Some(b'"') => {
+                                i += 1;
+                                break;
+                            }
+                            Some(&b) => {
+                                out.push(b);
+                                i += 1;
+                            }
                         }
                     }
-                }
-            }
-            b'\'' => {
-                i += 1;
-                loop {
-                    match line.get(i) {
-                        None => return Err(()),
-                        Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
-                            out.push(b'\'');
-                            i += 2;
-                        }
-                        Some(b'\'') => {
-                            if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
-                                return Err(());
-                            }
-                            i += 1;
-                            break;
-                        }
-                        Some(&b) => {
-                            out.push(b);
-                            i += 1;
-                        }
+                    // A closing quote must be followed by a space or the end.
+                    if line.get(i).is_some_and(|b| !b.is_ascii_whitespace()) {
+                        return Err(());
                     }
                 }
-            }
-            _ => {
-                while i < line.len() && !line[i].is_ascii_whitespace() {
-                    out.push(line[i]);
+                b'\'' => {
+                    i += 1;
+                    loop {
+                        match line.get(i) {
+                            None => return Err(()),
+                            Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
+                                out.push(b'\'');
+                                i += 2;
+                            }
+                            Some(b'\'') => {
+                                i += 1;
+                                break;
+                            }
+                            Some(&b) => {
+                                out.push(b);
+                                i += 1;
+                            }
+                        }
+                    }
+                    if line.get(i).is_some_and(|b| !b.is_ascii_whitespace()) {
+                        return Err(());
+                    }
+                }
+                b => {
+                    out.push(b);
                     i += 1;
                 }
             }
@@ -321,9 +335,33 @@ fn split_args(line: &[u8], out: &mut Vec<u8>, ranges: &mut Vec<Range<usize>>) ->
 
 // ---- Replies ------------------------------------------------------------
 
-/// Appends RESP2 replies to a byte sink.
+/// Appends replies to a byte sink, in RESP2 or (where the types differ)
+/// RESP3.
 pub(crate) trait Reply {
     fn put(&mut self, bytes: &[u8]);
+
+    /// Whether the client asked for RESP3 (`HELLO 3`).
+    fn resp3(&self) -> bool {
+        false
+    }
+
+    /// A map of `len` pairs: `%` in RESP3, a flat array in RESP2.
+    fn map(&mut self, len: usize) {
+        if self.resp3() {
+            self.prefixed(b'%', len as i64);
+        } else {
+            self.prefixed(b'*', 2 * len as i64);
+        }
+    }
+
+    /// An out-of-band message (pub/sub): `>` in RESP3, an array in RESP2.
+    fn push(&mut self, len: usize) {
+        if self.resp3() {
+            self.prefixed(b'>', len as i64);
+        } else {
+            self.prefixed(b'*', len as i64);
+        }
+    }
 
     fn simple(&mut self, s: &str) {
         self.put(b"+");
@@ -352,7 +390,11 @@ pub(crate) trait Reply {
     }
 
     fn null(&mut self) {
-        self.put(b"$-1\r\n");
+        if self.resp3() {
+            self.put(b"_\r\n");
+        } else {
+            self.put(b"$-1\r\n");
+        }
     }
 
     fn array(&mut self, len: usize) {
@@ -360,7 +402,11 @@ pub(crate) trait Reply {
     }
 
     fn null_array(&mut self) {
-        self.put(b"*-1\r\n");
+        if self.resp3() {
+            self.put(b"_\r\n");
+        } else {
+            self.put(b"*-1\r\n");
+        }
     }
 
     /// `<kind><n>\r\n`, formatted without `fmt`.
@@ -392,5 +438,22 @@ pub(crate) trait Reply {
 impl Reply for Vec<u8> {
     fn put(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
+    }
+}
+
+/// A reply buffer for one client, in the protocol it speaks.
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) resp3: bool,
+}
+
+impl Reply for Out {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn resp3(&self) -> bool {
+        self.resp3
     }
 }

@@ -34,7 +34,8 @@ impl Value {
 /// A key's TTL: its deadline, and the wheel timer that removes it then.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ttl {
-    /// Nanoseconds since `Store::epoch`.
+    /// The deadline, in milliseconds since `Store::epoch`: the key is gone
+    /// from the first nanosecond of that millisecond on.
     pub(crate) at: u64,
     pub(crate) timer: TimerId,
 }
@@ -81,8 +82,12 @@ impl Store {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    pub(crate) fn instant(&self, at: u64) -> Instant {
-        self.epoch + Duration::from_nanos(at)
+    /// The instant of a deadline in milliseconds (saturating: a deadline
+    /// millions of years away is as good as never).
+    pub(crate) fn instant(&self, at_ms: u64) -> Instant {
+        self.epoch
+            .checked_add(Duration::from_millis(at_ms))
+            .unwrap_or_else(|| self.epoch + Duration::from_secs(1 << 40))
     }
 
     /// The live entry of `key`. A key past its deadline whose timer has not
@@ -91,7 +96,9 @@ impl Store {
     pub(crate) fn get(&mut self, key: &[u8]) -> (Option<&mut Entry>, Option<TimerId>) {
         let expired = match self.map.get(key) {
             None => return (None, None),
-            Some(entry) => entry.ttl.is_some_and(|ttl| self.now() >= ttl.at),
+            Some(entry) => entry
+                .ttl
+                .is_some_and(|ttl| u128::from(self.now()) >= u128::from(ttl.at) * 1_000_000),
         };
         if expired {
             let Removed(timer) = self.remove(key);
