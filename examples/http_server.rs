@@ -34,7 +34,7 @@
 #[path = "http/date.rs"]
 mod date;
 #[path = "http/request.rs"]
-mod request;
+pub(crate) mod request;
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime};
 use ontime::serve::{Config, Conn, Context, Expired, Input, Report, Server, Service};
 use ontime::TimerId;
 
-use self::request::{Framed, Head, Limits, Method, Route};
+use self::request::{BodyKind, Dechunk, Head, Limits, Method, Route};
 
 mod common;
 
@@ -136,12 +136,12 @@ impl Options {
 
     /// The serving layer's configuration for these options.
     pub(crate) fn config(&self) -> Config {
-        // A whole request may be held while it arrives: its head, and a
-        // chunked body's encoding (tiny chunks take several times the
-        // bytes they carry; past this the client is told 413).
+        // The input holds a head, or a `Content-Length` body until it is
+        // all there (a chunked body is decoded as it arrives, and only a
+        // partial line of it is held).
         let max_input = self
             .max_header_bytes
-            .saturating_add(self.max_body_bytes.saturating_mul(2))
+            .saturating_add(self.max_body_bytes)
             .saturating_add(64 << 10);
         let mut config = Config::new()
             .threads(self.threads)
@@ -154,13 +154,19 @@ impl Options {
     }
 }
 
-/// One connection's state.
+/// One connection's state: where it is in its current request.
 #[derive(Debug, Default)]
-pub(crate) struct Client {
-    /// The head deadline is armed (from the request's first byte).
-    head_deadline: bool,
-    /// `100 Continue` was sent for the current request.
-    continued: bool,
+pub(crate) enum Client {
+    /// Between requests, or reading a head.
+    #[default]
+    Idle,
+    /// The first byte of a head arrived; the head deadline is armed.
+    Head,
+    /// The head is in; a `Content-Length` body of this many bytes is
+    /// awaited, whole, in the input.
+    Body(Box<Head>, usize),
+    /// The head is in; a chunked body is decoded as it arrives.
+    Chunked(Box<(Head, Dechunk, Vec<u8>)>),
 }
 
 /// The HTTP service.
@@ -170,15 +176,31 @@ pub(crate) struct Http {
     limits: Limits,
     /// The `Date` header's value, formatted once a second.
     date: [u8; 29],
+    /// What a connection over `--max-connections` is told, with the date.
+    refusal: Vec<u8>,
 }
 
 impl Http {
     pub(crate) fn new(options: Options) -> Http {
-        Http {
+        let mut http = Http {
             limits: options.limits(),
             options,
-            date: date::imf_fixdate(SystemTime::now()),
-        }
+            date: [b' '; 29],
+            refusal: Vec::new(),
+        };
+        http.tick();
+        http
+    }
+
+    /// The once-a-second work: the date, and the refusal that carries it.
+    fn tick(&mut self) {
+        self.date = date::imf_fixdate(SystemTime::now());
+        self.refusal.clear();
+        self.refusal
+            .extend_from_slice(b"HTTP/1.1 503 Service Unavailable\r\nServer: ontime\r\nDate: ");
+        self.refusal.extend_from_slice(&self.date);
+        self.refusal
+            .extend_from_slice(b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     }
 
     /// Status line and the headers every response has.
@@ -276,6 +298,15 @@ impl Http {
         keep_alive
     }
 
+    /// Answers a whole request; the connection is ready for the next one,
+    /// or closes after the answer.
+    fn finish(&mut self, conn: &mut Conn<'_, Http>, client: &mut Client, head: &Head, body: &[u8]) {
+        *client = Client::Idle;
+        if !self.respond(conn, head, body) {
+            conn.close_when_flushed();
+        }
+    }
+
     /// A status for a request that cannot be served, then a close. The
     /// layer's close lingers: it shuts down writing and drops what the
     /// client still sends for a moment, so the client reads the status
@@ -303,50 +334,81 @@ impl Service for Http {
     }
 
     fn received(&mut self, conn: &mut Conn<'_, Self>, client: &mut Client, input: &mut Input<'_>) {
-        while !input.is_empty() {
-            if !client.head_deadline {
-                // The first byte of a request: its whole head must arrive
-                // within the header timeout, however slowly.
-                client.head_deadline = true;
-                conn.set_timeout(self.options.header_timeout);
-            }
-            match request::frame(input.bytes(), self.limits) {
-                Framed::NeedHead => return,
-                Framed::NeedBody(head) => {
+        while !input.is_empty() && !conn.is_closing() {
+            match client {
+                Client::Idle | Client::Head => {
+                    if matches!(client, Client::Idle) {
+                        // The first byte of a request: its whole head must
+                        // arrive within the header timeout, however slowly.
+                        *client = Client::Head;
+                        conn.set_timeout(self.options.header_timeout);
+                    }
+                    let head = match request::parse_head(input.bytes(), self.limits) {
+                        Ok(Some(head)) => head,
+                        Ok(None) => return,
+                        Err(status) => return self.reject(conn, status.line()),
+                    };
                     conn.clear_deadline();
-                    if head.expect_continue && !client.continued {
-                        client.continued = true;
+                    input.consume(head.len);
+                    let body = head.body;
+                    if head.expect_continue && body != BodyKind::Length(0) {
                         conn.write(b"HTTP/1.1 100 Continue\r\n\r\n");
                     }
-                    return;
+                    *client = match body {
+                        BodyKind::Length(0) => {
+                            self.finish(conn, client, &head, &[]);
+                            continue;
+                        }
+                        BodyKind::Length(n) => Client::Body(Box::new(head), n),
+                        BodyKind::Chunked => {
+                            Client::Chunked(Box::new((head, Dechunk::default(), Vec::new())))
+                        }
+                    };
                 }
-                Framed::Request(head, body, len) => {
-                    conn.clear_deadline();
-                    input.consume(len);
-                    client.head_deadline = false;
-                    client.continued = false;
-                    if !self.respond(conn, &head, &body) {
-                        conn.close_when_flushed();
+                Client::Body(head, n) => {
+                    // The layer keeps the partial body; nothing is copied
+                    // until it is all there.
+                    if input.len() < *n {
                         return;
                     }
+                    let (head, n) = (std::mem::take(head), *n);
+                    let body = &input.bytes()[..n];
+                    self.finish(conn, client, &head, body);
+                    input.consume(n);
                 }
-                Framed::Reject(status) => {
-                    log::debug!("{:?}: {}", conn.id(), status.line());
-                    input.consume(input.len());
-                    self.reject(conn, status.line());
-                    return;
+                Client::Chunked(chunked) => {
+                    let (head, dechunk, body) = &mut **chunked;
+                    match dechunk.feed(input.bytes(), body, self.limits.max_body) {
+                        Ok((used, done)) => {
+                            input.consume(used);
+                            if !done {
+                                return;
+                            }
+                            let (head, body) = (std::mem::take(head), std::mem::take(body));
+                            self.finish(conn, client, &head, &body);
+                        }
+                        Err(status) => return self.reject(conn, status.line()),
+                    }
                 }
             }
         }
     }
 
     fn expired(&mut self, conn: &mut Conn<'_, Self>, client: &mut Client, which: Expired) {
-        if which == Expired::Deadline && client.head_deadline {
+        if which == Expired::Deadline && matches!(client, Client::Head) {
             log::debug!("{:?}: the request head took too long", conn.id());
             self.reject(conn, "408 Request Timeout");
         } else {
             conn.close();
         }
+    }
+
+    fn is_idle(&self, client: &Client) -> bool {
+        matches!(client, Client::Idle)
+    }
+
+    fn refusal(&self) -> &[u8] {
+        &self.refusal
     }
 
     fn input_full(&mut self, conn: &mut Conn<'_, Self>, _: &mut Client) {
@@ -362,7 +424,7 @@ impl Service for Http {
     }
 
     fn timer(&mut self, _: &mut Context<'_, Self>, _: TimerId, _: &mut ()) {
-        self.date = date::imf_fixdate(SystemTime::now());
+        self.tick();
     }
 }
 

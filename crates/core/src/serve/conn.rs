@@ -189,7 +189,8 @@ impl<'a, S: Service> Context<'a, S> {
 
     /// Whether a graceful shutdown has begun: no more connections are
     /// accepted, and each one closes as soon as it holds no unconsumed
-    /// input and no unsent output. A protocol with a way to say so (HTTP's
+    /// input and no unsent output and the service calls it idle
+    /// ([`Service::is_idle`]). A protocol with a way to say so (HTTP's
     /// `Connection: close`) says it in its next reply.
     pub fn is_draining(&self) -> bool {
         self.shared.draining

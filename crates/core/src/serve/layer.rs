@@ -804,7 +804,11 @@ impl<S: Service> Layer<S> {
             if flags.has(Flags::EOF) {
                 return self.close(reactor, token, entry, Close::Peer);
             }
-            if self.shared.draining && entry.core.input_len() == 0 {
+            let between_requests = entry
+                .state
+                .as_ref()
+                .is_some_and(|state| self.service.is_idle(state));
+            if self.shared.draining && entry.core.input_len() == 0 && between_requests {
                 return self.close(reactor, token, entry, Close::Shutdown);
             }
             break;

@@ -192,6 +192,16 @@ pub trait Service: Sized {
         let _ = (cx, id, state, reason);
     }
 
+    /// Whether a connection that holds no unconsumed input and no unsent
+    /// output is between requests (the default: yes). A graceful shutdown
+    /// closes such connections at once and lets the others finish; a
+    /// service that consumes a request's head before its body has arrived
+    /// says no for it until the request is answered.
+    fn is_idle(&self, state: &Self::Conn) -> bool {
+        let _ = state;
+        true
+    }
+
     /// The last message of a connection refused because
     /// [`Config::max_connections`] are open (default: none).
     fn refusal(&self) -> &[u8] {
