@@ -34,15 +34,12 @@
 //! - The graceful shutdown, started here from a thread that waits for the
 //!   signals (the signal handler itself only records them).
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::thread;
 use std::time::Duration;
 
-use ontime::serve::{Config, Conn, Input, Report, Server, Service, Shutdown};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use ontime::serve::{Config, Conn, Input, Server, Service};
 
 mod common;
 
@@ -102,86 +99,11 @@ fn serve(options: &Options) -> io::Result<()> {
         config = config.max_connections(n);
     }
     let mut server = Server::new(config);
-    // Before the address is announced: whoever reads it may signal at once.
-    let signals = SignalWatch::start(server.shutdown_handle())?;
     let addr = server
         .listen(options.addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", options.addr)))?;
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {addr}")?;
-    stdout.flush()?;
-    drop(stdout);
-
-    let report = server.run(|_thread| Echo);
-    signals.stop();
-    log_totals(&report?);
+    common::serve_until_signal(server, addr, |server| server.run(|_thread| Echo))?;
     Ok(())
-}
-
-/// One line for what the server did, then one per thread at debug level.
-fn log_totals(report: &Report) {
-    let t = &report.total;
-    log::info!(
-        "served {} connections ({} refused): {} bytes in, {} out; closed by the peer {}, idle {}, \
-         on errors {}, at limits {}, by the shutdown {}; accepting paused {} times",
-        t.accepted,
-        t.refused,
-        t.bytes_in,
-        t.bytes_out,
-        t.closed_peer,
-        t.closed_idle,
-        t.closed_error,
-        t.closed_limit,
-        t.closed_shutdown,
-        t.accept_pauses,
-    );
-    if report.threads.len() > 1 {
-        for (thread, stats) in report.threads.iter().enumerate() {
-            log::debug!("thread {thread}: {stats:?}");
-        }
-    }
-}
-
-/// The thread that turns SIGINT and SIGTERM into a graceful shutdown.
-///
-/// signal-hook's handler only records a signal and wakes this thread,
-/// which may then do anything: the first signal starts the shutdown, a
-/// second one (the shutdown takes too long) exits at once.
-struct SignalWatch {
-    handle: signal_hook::iterator::Handle,
-    thread: thread::JoinHandle<()>,
-}
-
-impl SignalWatch {
-    fn start(shutdown: Shutdown) -> io::Result<SignalWatch> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        let handle = signals.handle();
-        let thread = thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                let mut signals = signals.forever();
-                if let Some(signal) = signals.next() {
-                    log::info!("{}: shutting down", signal_name(signal));
-                    shutdown.shutdown();
-                }
-                if let Some(signal) = signals.next() {
-                    log::warn!("{}: a second signal, exiting at once", signal_name(signal));
-                    std::process::exit(128 + signal);
-                }
-            })?;
-        Ok(SignalWatch { handle, thread })
-    }
-
-    /// Ends the watch: the signals get their default action back.
-    fn stop(self) {
-        self.handle.close();
-        // The thread only logs and calls `shutdown`, which do not panic.
-        let _ = self.thread.join();
-    }
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    signal_hook::low_level::signal_name(signal).unwrap_or("a signal")
 }
 
 /// The command line.

@@ -444,33 +444,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     common::main("http_server", USAGE, Options::parse, |options: &Options| {
         let (server, addr) = bind(options)?;
-        let shutdown = server.shutdown_handle();
-        let mut signals = signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-        ])?;
-        let handle = signals.handle();
-        let watcher = std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
-                log::info!("shutting down");
-                shutdown.shutdown();
-            }
-        });
-        let mut stdout = io::stdout().lock();
-        writeln!(stdout, "listening on {addr}")?;
-        stdout.flush()?;
-        drop(stdout);
-        let report = run(server, options);
-        handle.close();
-        let _ = watcher.join();
-        let total = report?.total;
-        log::info!(
-            "served {} connections ({} refused), {} bytes in, {} out",
-            total.accepted,
-            total.refused,
-            total.bytes_in,
-            total.bytes_out
-        );
+        common::serve_until_signal(server, addr, |server| run(server, options))?;
         Ok::<(), io::Error>(())
     })
 }

@@ -37,7 +37,7 @@ mod resp;
 mod store;
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -526,33 +526,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     common::main("kv_server", USAGE, Options::parse, |options: &Options| {
         let (server, addr) = bind(options)?;
-        let shutdown = server.shutdown_handle();
-        let mut signals = signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-        ])?;
-        let handle = signals.handle();
-        let watcher = std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
-                log::info!("shutting down");
-                shutdown.shutdown();
-            }
-        });
-        let mut stdout = io::stdout().lock();
-        writeln!(stdout, "listening on {addr}")?;
-        stdout.flush()?;
-        drop(stdout);
-        let report = run(server, options, addr);
-        handle.close();
-        let _ = watcher.join();
-        let report = report?;
-        log::info!(
-            "served {} clients ({} refused), {} bytes in, {} out",
-            report.total.accepted,
-            report.total.refused,
-            report.total.bytes_in,
-            report.total.bytes_out
-        );
+        common::serve_until_signal(server, addr, |server| run(server, options, addr))?;
         Ok::<(), io::Error>(())
     })
 }

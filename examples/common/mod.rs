@@ -15,10 +15,14 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::thread;
 use std::time::Duration;
 
 use lexopt::ValueExt;
 pub(crate) use lexopt::{Arg, Error, Parser};
+use ontime::serve::{Report, Server, Shutdown};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 /// Runs an example named `name`: parses the arguments after the program
 /// name with `parse` and hands the result to `run`.
@@ -115,6 +119,95 @@ pub(crate) fn socket_addr(parser: &mut Parser, flag: &str) -> Result<SocketAddr,
     addrs
         .next()
         .ok_or_else(|| format!("{flag}: {text:?} has no address").into())
+}
+
+// ---- The example servers ------------------------------------------------
+
+/// What the example servers share once bound: a signal watch that turns
+/// SIGINT and SIGTERM into a graceful shutdown (set up before the address
+/// is announced, since whoever reads the address may signal at once), the
+/// `listening on HOST:PORT` line, `run`, and the totals.
+pub(crate) fn serve_until_signal(
+    server: Server,
+    addr: SocketAddr,
+    run: impl FnOnce(Server) -> io::Result<Report>,
+) -> io::Result<Report> {
+    let signals = SignalWatch::start(server.shutdown_handle())?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {addr}")?;
+    stdout.flush()?;
+    drop(stdout);
+    let report = run(server);
+    signals.stop();
+    let report = report?;
+    log_totals(&report);
+    Ok(report)
+}
+
+/// One line for what the server did, then one per thread at debug level.
+pub(crate) fn log_totals(report: &Report) {
+    let t = &report.total;
+    log::info!(
+        "served {} connections ({} refused): {} bytes in, {} out; closed by the peer {}, idle {}, \
+         on errors {}, at limits {}, by the shutdown {}; accepting paused {} times",
+        t.accepted,
+        t.refused,
+        t.bytes_in,
+        t.bytes_out,
+        t.closed_peer,
+        t.closed_idle,
+        t.closed_error,
+        t.closed_limit,
+        t.closed_shutdown,
+        t.accept_pauses,
+    );
+    if report.threads.len() > 1 {
+        for (thread, stats) in report.threads.iter().enumerate() {
+            log::debug!("thread {thread}: {stats:?}");
+        }
+    }
+}
+
+/// The thread that turns SIGINT and SIGTERM into a graceful shutdown.
+///
+/// signal-hook's handler only records a signal and wakes this thread,
+/// which may then do anything: the first signal starts the shutdown, a
+/// second one (the shutdown takes too long) exits at once.
+struct SignalWatch {
+    handle: signal_hook::iterator::Handle,
+    thread: thread::JoinHandle<()>,
+}
+
+impl SignalWatch {
+    fn start(shutdown: Shutdown) -> io::Result<SignalWatch> {
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let handle = signals.handle();
+        let thread = thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut signals = signals.forever();
+                if let Some(signal) = signals.next() {
+                    log::info!("{}: shutting down", signal_name(signal));
+                    shutdown.shutdown();
+                }
+                if let Some(signal) = signals.next() {
+                    log::warn!("{}: a second signal, exiting at once", signal_name(signal));
+                    std::process::exit(128 + signal);
+                }
+            })?;
+        Ok(SignalWatch { handle, thread })
+    }
+
+    /// Ends the watch: the signals get their default action back.
+    fn stop(self) {
+        self.handle.close();
+        // The thread only logs and calls `shutdown`, which do not panic.
+        let _ = self.thread.join();
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    signal_hook::low_level::signal_name(signal).unwrap_or("a signal")
 }
 
 #[cfg(test)]
