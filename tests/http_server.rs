@@ -26,15 +26,6 @@
 #[path = "../examples/http_server.rs"]
 mod http_server;
 
-// The framing function, compiled a second time as a module of this test:
-// the example keeps its `request` module private, and the file stands alone
-// (it uses httparse only), so the proptests frame with the very code the
-// server runs. (Were the example's `mod request` `pub(crate)`, this would be
-// `use http_server::request;`.)
-#[allow(dead_code, unreachable_pub, clippy::duplicate_mod)]
-#[path = "../examples/http/request.rs"]
-mod request;
-
 mod common;
 
 use std::collections::BTreeSet;
@@ -51,7 +42,7 @@ use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 
 use common::{assert_timed_out, watchdog, MUST_SUCCEED, WATCHDOG};
-use http_server::{bind, run, Options};
+use http_server::{bind, request, run, Options};
 use request::{BodyKind, Framed, Head, Limits, Method, Route};
 
 // ---- The server ---------------------------------------------------------------
@@ -2587,6 +2578,99 @@ fn framing_valid_requests_does_not_depend_on_how_they_are_split() {
                     return Err(TestCaseError::fail(format!(
                         "split into {} pieces at {:?}, {}\nframed as {split:?}\nwhole: {whole:?}",
                         pieces.len(),
+                        pieces.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                        show(&stream)
+                    )));
+                }
+                Ok(())
+            })
+            .unwrap();
+    });
+}
+
+/// Frames `pieces` the way the server's `received` does, as bytes arrive:
+/// a head by `parse_head` (consumed at once), then a `Content-Length` body
+/// once it is all there, or a chunked body fed to one `Dechunk` piece by
+/// piece, keeping only the bytes it did not use. Returns each request's
+/// head and body, or the status of a rejection.
+fn serve_pieces(pieces: &[&[u8]], limits: Limits) -> Result<Vec<(Head, Vec<u8>)>, request::Status> {
+    enum Phase {
+        Idle,
+        Body(Head, usize),
+        Chunked(Head, request::Dechunk, Vec<u8>),
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    let mut phase = Phase::Idle;
+    let mut requests = Vec::new();
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        loop {
+            match &mut phase {
+                Phase::Idle => match request::parse_head(&buf, limits)? {
+                    None => break,
+                    Some(head) => {
+                        buf.drain(..head.len);
+                        phase = match head.body {
+                            BodyKind::Length(0) => {
+                                requests.push((head, Vec::new()));
+                                Phase::Idle
+                            }
+                            BodyKind::Length(n) => Phase::Body(head, n),
+                            BodyKind::Chunked => {
+                                Phase::Chunked(head, request::Dechunk::default(), Vec::new())
+                            }
+                        };
+                    }
+                },
+                Phase::Body(head, n) => {
+                    if buf.len() < *n {
+                        break;
+                    }
+                    let body: Vec<u8> = buf.drain(..*n).collect();
+                    requests.push((head.clone(), body));
+                    phase = Phase::Idle;
+                }
+                Phase::Chunked(head, dechunk, body) => {
+                    let (used, done) = dechunk.feed(&buf, body, limits.max_body)?;
+                    buf.drain(..used);
+                    if !done {
+                        break;
+                    }
+                    requests.push((head.clone(), std::mem::take(body)));
+                    phase = Phase::Idle;
+                }
+            }
+        }
+    }
+    Ok(requests)
+}
+
+/// The server's incremental framing, however the stream is split, finds
+/// the requests the one-shot `frame` finds in the whole stream.
+#[test]
+fn incremental_framing_matches_framing_the_whole_stream() {
+    watchdog(WATCHDOG, || {
+        let mut runner = TestRunner::new(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        let strategy = (vec(gen_request(), 1..6), vec(any::<Index>(), 0..24));
+        runner
+            .run(&strategy, |(requests, cuts)| {
+                let stream: Vec<u8> = requests.iter().flat_map(|r| r.bytes.clone()).collect();
+                let whole = frame_pieces(&[&stream], SERVER_LIMITS).map_err(TestCaseError::fail)?;
+                let want: Vec<(Head, Vec<u8>)> = whole
+                    .requests
+                    .iter()
+                    .map(|(head, body, _)| (head.clone(), body.clone()))
+                    .collect();
+                let pieces = split_at(&stream, &cuts);
+                let got = serve_pieces(&pieces, SERVER_LIMITS)
+                    .map_err(|status| TestCaseError::fail(format!("rejected: {status:?}")))?;
+                if got != want {
+                    return Err(TestCaseError::fail(format!(
+                        "split into {:?}, {}\nserved {got:?}\nwhole: {want:?}",
                         pieces.iter().map(|p| p.len()).collect::<Vec<_>>(),
                         show(&stream)
                     )));

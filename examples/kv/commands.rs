@@ -752,7 +752,7 @@ fn set(kv: &mut Kv, conn: &mut Conn<'_, Kv>, input: &[u8], args: &Args, out: &mu
         return;
     }
     let kept = if keep_ttl {
-        old.and_then(|entry| entry.ttl)
+        old.and_then(|entry| entry.ttl.as_deref().copied())
     } else {
         None
     };
@@ -853,7 +853,7 @@ fn expire(
     };
     let current = match lookup!(kv, conn, arg(1)) {
         None => return out.int(0),
-        Some(entry) => entry.ttl.map(|ttl| ttl.at),
+        Some(entry) => entry.ttl.as_ref().map(|ttl| ttl.at),
     };
     let at = if ms <= 0 {
         0
