@@ -110,7 +110,10 @@ fn allocations_per_round_trip(config: Config) -> u64 {
 #[test]
 fn no_allocation_per_message_in_steady_state() {
     let allocations = allocations_per_round_trip(Config::new());
-    assert_eq!(allocations, 0, "{allocations} allocations in 1000 round trips");
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations in 1000 round trips"
+    );
 
     // With an idle timeout each message moves the connection's idle
     // deadline; the timer is re-armed only when it fires, which it does not

@@ -1,6 +1,10 @@
 //! The peers ontime is compared with, each an echo server that this same
 //! binary runs as a child process: `echo_load serve KIND`.
 //!
+//! `mio`, `tokio` and `std` are the echo peers; `tokio-idle` is the idle
+//! case's tokio peer, the same runtime with an idle deadline per
+//! connection ([`tokio_idle`]).
+//!
 //! Each binds `127.0.0.1:0`, prints `listening on ADDR` as its first line,
 //! and exits on its own after `LIFETIME`, in case the orchestrator could not
 //! kill it. All use a read buffer of `BUF` bytes and leave Nagle's
@@ -21,6 +25,10 @@ const LIFETIME: Duration = Duration::from_secs(120);
 /// The peers, by the name used on the command line and in the report.
 pub(crate) const KINDS: [&str; 3] = ["mio", "tokio", "std"];
 
+/// How long `tokio-idle` lets a connection sit idle before closing it: the
+/// same as the `--idle-timeout-ms` the idle case gives ontime's examples.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs the server named `kind`; returns only on error.
 pub(crate) fn serve(kind: &str) -> io::Result<()> {
     std::thread::spawn(|| {
@@ -31,6 +39,7 @@ pub(crate) fn serve(kind: &str) -> io::Result<()> {
     match kind {
         "mio" => mio_loop(),
         "tokio" => tokio_current_thread(),
+        "tokio-idle" => tokio_idle(),
         "std" => std_threads(),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -190,6 +199,69 @@ fn tokio_current_thread() -> io::Result<()> {
             });
         }
     })
+}
+
+/// tokio's current-thread runtime, one task per connection, and one
+/// `tokio::time::timeout` of [`IDLE_TIMEOUT`] around each wait for input
+/// (and each wait to write the rest of an echo): the tokio way to give
+/// every connection an idle deadline.
+///
+/// Its best setting for many idle connections: the task waits with
+/// `readable()` and reads with `try_read` into a buffer that lives only
+/// between two `await`s, so the buffer is on the runtime's stack, not in
+/// each task; an idle connection costs its task, its timer entry and its
+/// registration, as in ontime's layer (whose reads go into one buffer per
+/// reactor). A task that kept a `BUF`-byte `Vec` across `read().await`
+/// would hold at least a page of it for as long as it lives.
+fn tokio_idle() -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        announce(listener.local_addr()?)?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            tokio::spawn(echo_with_deadline(stream));
+        }
+    })
+}
+
+/// Echoes `stream` until it closes, errs or sits idle for [`IDLE_TIMEOUT`].
+pub(crate) async fn echo_with_deadline(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    use tokio::time::timeout;
+
+    loop {
+        match timeout(IDLE_TIMEOUT, stream.readable()).await {
+            Ok(Ok(())) => {}
+            // Idle for the whole timeout, or an error: close.
+            Err(_) | Ok(Err(_)) => return,
+        }
+        // No `await` while `buf` lives, so it is not part of the task.
+        let rest = {
+            let mut buf = [0u8; BUF];
+            match stream.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => match stream.try_write(&buf[..n]) {
+                    Ok(written) if written == n => None,
+                    Ok(written) => Some(buf[written..n].to_vec()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(buf[..n].to_vec()),
+                    Err(_) => return,
+                },
+                // A spurious wake-up: `readable` waits again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                Err(_) => return,
+            }
+        };
+        if let Some(rest) = rest {
+            match timeout(IDLE_TIMEOUT, stream.write_all(&rest)).await {
+                Ok(Ok(())) => {}
+                Err(_) | Ok(Err(_)) => return,
+            }
+        }
+    }
 }
 
 /// Blocking std sockets, one thread per connection.
