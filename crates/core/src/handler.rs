@@ -149,6 +149,16 @@ pub trait Handler: Sized {
     fn woken(&mut self, reactor: &mut Reactor<Self>) {
         let _ = reactor;
     }
+
+    /// The turn is over: its I/O events, requeued readiness, messages and
+    /// timers have all been handled, and the reactor is about to poll
+    /// again. The place for work batched over a turn: a server that
+    /// answers every connection read in this turn with one write each,
+    /// after all of them were read (Redis's `beforeSleep`), sends its
+    /// replies in bursts that its clients then read in fewer wake-ups.
+    fn turn_end(&mut self, reactor: &mut Reactor<Self>) {
+        let _ = reactor;
+    }
 }
 
 /// How the reactor reaches the source in a registration's state, to

@@ -1535,6 +1535,7 @@ impl<H: Handler> Reactor<H> {
         }
 
         calls += self.fire_timers(handler);
+        handler.turn_end(self);
         self.dispatching = false;
         for index in self.released.drain(..) {
             self.registrations.remove(index);

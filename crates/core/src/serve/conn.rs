@@ -203,7 +203,7 @@ impl<'a, S: Service> Context<'a, S> {
     }
 
     /// Appends `bytes` to the output of another connection; it goes out at
-    /// the end of the current callback, with whatever else that connection
+    /// the end of the reactor's turn, with whatever else that connection
     /// was sent meanwhile, in one write. Returns `false` if `id` is closed
     /// or closing.
     ///
@@ -263,7 +263,7 @@ fn core_of<S: Service>(reactor: &mut Reactor<Layer<S>>, id: ConnId) -> Option<&m
     }
 }
 
-fn mark_dirty(dirty: &mut Vec<ConnId>, core: &mut ConnCore, id: ConnId) {
+pub(crate) fn mark_dirty(dirty: &mut Vec<ConnId>, core: &mut ConnCore, id: ConnId) {
     if !core.flags.has(Flags::DIRTY) {
         core.flags.set(Flags::DIRTY);
         dirty.push(id);

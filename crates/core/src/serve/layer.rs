@@ -17,7 +17,9 @@ use crate::timers::TimerId;
 use crate::{Interest, Source, Token};
 
 use super::config::Config;
-use super::conn::{recycle, Conn, ConnCore, ConnId, Context, Flags, Input, Pool, Stream};
+use super::conn::{
+    mark_dirty, recycle, Conn, ConnCore, ConnId, Context, Flags, Input, Pool, Stream,
+};
 use super::server::Shutdown;
 use super::stats::{Close, Stats};
 use super::{Expired, Service};
@@ -118,9 +120,11 @@ pub(crate) struct Shared {
     read_buf: Vec<u8>,
     /// Buffers of connections that hold none now.
     pub(crate) pool: Pool,
-    /// Connections written to or closed from outside their own dispatch,
-    /// to flush or close when the current callback returns.
+    /// Connections with output to send (or closed from outside their own
+    /// dispatch), settled at the end of the turn.
     pub(crate) dirty: Vec<ConnId>,
+    /// Set while the end of the turn settles `dirty`: settling then writes.
+    flushing: bool,
     listeners: Vec<Token>,
     serial: u64,
     /// Out of descriptors: warned once, until an accept succeeds again.
@@ -145,6 +149,7 @@ impl Shared {
             draining: false,
             pool: Vec::new(),
             dirty: Vec::new(),
+            flushing: false,
             listeners: Vec::new(),
             serial: 0,
             starved: false,
@@ -188,7 +193,6 @@ impl<S: Service> Handler for Layer<S> {
                 self.on_ready(reactor, token, entry, ready);
             }
         }
-        self.flush_dirty(reactor);
     }
 
     fn timer(&mut self, reactor: &mut Reactor<Self>, id: TimerId, alarm: &mut Alarm<S::Timer>) {
@@ -215,7 +219,6 @@ impl<S: Service> Handler for Layer<S> {
                 self.service.timer(&mut cx, id, value);
             }
         }
-        self.flush_dirty(reactor);
     }
 
     fn message(&mut self, reactor: &mut Reactor<Self>, message: S::Message) {
@@ -224,14 +227,18 @@ impl<S: Service> Handler for Layer<S> {
             shared: &mut self.shared,
         };
         self.service.message(&mut cx, message);
-        self.flush_dirty(reactor);
     }
 
     fn woken(&mut self, reactor: &mut Reactor<Self>) {
         if self.shared.shutdown.is_started() {
             self.begin_drain(reactor);
-            self.flush_dirty(reactor);
         }
+    }
+
+    /// Every connection with output from this turn sends it now: one write
+    /// each, after every connection that was ready has been read.
+    fn turn_end(&mut self, reactor: &mut Reactor<Self>) {
+        self.flush_dirty(reactor);
     }
 }
 
@@ -309,6 +316,7 @@ impl<S: Service> Layer<S> {
             shared: &mut self.shared,
         };
         self.service.started(&mut cx);
+        // Before the first turn, which might wait for an event.
         self.flush_dirty(reactor);
         if self.shared.shutdown.is_started() {
             self.begin_drain(reactor);
@@ -742,6 +750,16 @@ impl<S: Service> Layer<S> {
                 let reason = entry.core.reason;
                 return self.close(reactor, token, entry, reason);
             }
+            if !self.shared.flushing
+                && entry.core.pending() > 0
+                && entry.core.flags.has(Flags::WRITABLE)
+            {
+                // Written at the end of the turn, with every other reply of
+                // the turn (see `turn_end`).
+                let id = Self::id(token, &entry.core);
+                mark_dirty(&mut self.shared.dirty, &mut entry.core, id);
+                return;
+            }
             self.flush(token, entry);
             if entry.core.flags.has(Flags::CLOSE_NOW) {
                 continue;
@@ -1023,6 +1041,7 @@ impl<S: Service> Layer<S> {
     /// Flushes or closes the connections written to or closed from outside
     /// their own dispatch.
     fn flush_dirty(&mut self, reactor: &mut Reactor<Self>) {
+        self.shared.flushing = true;
         while let Some(id) = self.shared.dirty.pop() {
             let token = Token(id.index as usize);
             reactor.with_state(token, |reactor, entry| {
@@ -1034,6 +1053,7 @@ impl<S: Service> Layer<S> {
                 }
             });
         }
+        self.shared.flushing = false;
     }
 
     // ---- Shutdown -----------------------------------------------------
