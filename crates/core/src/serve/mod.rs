@@ -18,8 +18,9 @@
 //!   parses from [`Input`] and consumes whole frames; only the leftovers of
 //!   a partial frame stay with the connection, so an idle connection holds
 //!   no buffer. Input beyond [`Config::max_input`] closes the connection.
-//! - **Output**: replies written during a dispatch go out together at its
-//!   end, in one write. Above the high water mark the layer stops reading
+//! - **Output**: a connection's replies of one turn of the reactor go out
+//!   together at the end of the turn, in one write, after every ready
+//!   connection was read (as Redis's `beforeSleep`). Above the high water mark the layer stops reading
 //!   the connection until its output drains to the low mark; sockets are
 //!   registered readable and writable once (edge-triggered), so this costs
 //!   no system call. [`Config::max_output`] bounds what a connection that
@@ -148,7 +149,8 @@ pub trait Service: Sized {
 
     /// Input arrived. Parse from `input`, consume what was handled, and
     /// write replies to `conn`: every reply written here (and in the other
-    /// calls of the same readiness event) goes out in one write at the end.
+    /// calls of the same turn of the reactor) goes out in one write at the
+    /// end of the turn, after every other ready connection was read.
     /// What is left unconsumed is kept for the next call, which comes when
     /// more bytes arrive (or with [`Input::is_closed`] if the peer closes).
     fn received(
