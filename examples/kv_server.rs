@@ -448,8 +448,9 @@ fn client_subscribed(subscribed: &[Box<[u8]>]) -> bool {
 
 impl Service for Kv {
     type Conn = Client;
-    /// A key whose TTL this timer is.
-    type Timer = Box<[u8]>;
+    /// The key whose TTL this timer is, or `None` for the once-a-second
+    /// housekeeping (the niche of the box makes the two the size of one).
+    type Timer = Option<Box<[u8]>>;
     type Message = ();
 
     fn connected(&mut self, _: &mut Conn<'_, Self>) -> Client {
@@ -505,10 +506,39 @@ impl Service for Kv {
         b"-ERR max number of clients reached\r\n"
     }
 
-    fn timer(&mut self, _: &mut Context<'_, Self>, id: TimerId, key: &mut Box<[u8]>) {
-        self.store.expire(key, id);
+    fn started(&mut self, cx: &mut Context<'_, Self>) {
+        cx.interval(Duration::from_secs(1), None);
+    }
+
+    fn timer(&mut self, _: &mut Context<'_, Self>, id: TimerId, key: &mut Option<Box<[u8]>>) {
+        match key {
+            Some(key) => self.store.expire(key, id),
+            None => {
+                // After many keys went (expired or deleted), the table
+                // shrinks and the allocator gives its free pages back, so
+                // the memory of expired keys really leaves the process.
+                if self.store.shrink_if_sparse() {
+                    release_free_memory();
+                }
+            }
+        }
     }
 }
+
+/// Asks the allocator to return its free memory to the OS. glibc's malloc
+/// keeps freed small blocks for reuse and returns pages only from the top
+/// of its heap; `malloc_trim` releases the free pages inside it too.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim takes no pointers and only walks glibc's own
+    // heap, under its own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
 
 /// Binds `options.addr`; returns the server and the address bound.
 pub(crate) fn bind(options: &Options) -> io::Result<(Server, SocketAddr)> {

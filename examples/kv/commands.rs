@@ -118,7 +118,7 @@ macro_rules! lookup {
 
 /// Gives `key` a TTL with deadline `at` (the key is present).
 fn arm(kv: &mut Kv, conn: &mut Conn<'_, Kv>, key: &[u8], at: u64) {
-    let timer = conn.timer_at(kv.store.instant(at), key.into());
+    let timer = conn.timer_at(kv.store.instant(at), Some(key.into()));
     let removed = kv.store.set_ttl(key, Ttl { at, timer });
     cancel(conn, removed);
 }

@@ -181,6 +181,18 @@ impl Store {
         }
     }
 
+    /// Shrinks the table if at most a quarter of it is used; returns
+    /// whether it did. (A hash table never shrinks on its own: after a
+    /// million keys expire, their slots would stay.)
+    pub(crate) fn shrink_if_sparse(&mut self) -> bool {
+        let (len, capacity) = (self.map.len(), self.map.capacity());
+        if capacity < 4096 || len * 4 > capacity {
+            return false;
+        }
+        self.map.shrink_to(len * 2);
+        true
+    }
+
     /// Empties the store; returns the timers to cancel.
     pub(crate) fn clear(&mut self) -> Vec<TimerId> {
         let timers = self
