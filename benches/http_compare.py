@@ -108,10 +108,11 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benches", "common"))
+from procs import CLK_TCK, env_int, free_port, ontime_revision, proc_cpu  # noqa: E402
 OUT_DIR = os.path.join(ROOT, "target", "ontime-bench")
 LOG_DIR = os.path.join(OUT_DIR, "http-logs")
 HTTP_BIN = os.path.join(ROOT, "target", "release", "examples", "http_server")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 BOTH_CPUS = "0,1"
@@ -183,28 +184,7 @@ def wrk_version(wrk):
     return first[0] if first else "unknown"
 
 
-def ontime_revision():
-    try:
-        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", ROOT, "status", "--porcelain", "--", "examples", "crates", "src"],
-            capture_output=True, text=True).stdout.strip()
-        return (rev or "unknown") + (" (examples/crates/src modified)" if dirty else "")
-    except OSError:
-        return "unknown"
-
-
 # ---------------------------------------------------------------- processes
-
-
-def proc_cpu(pid):
-    """utime+stime of every thread of pid, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        data = f.read()
-    fields = data[data.rindex(")") + 2:].split()
-    # fields[0] is field 3 (state); utime is field 14, stime 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def proc_runq_wait(pid):
@@ -256,12 +236,6 @@ def proc_children(pid):
             except (OSError, ValueError, IndexError):
                 pass
     return sorted(kids)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_plaintext(port, timeout=2.0):
@@ -882,11 +856,6 @@ errors, and gives a rough CPU-per-request comparison between the two under
 the same sharing."""
 
 
-def env_int(name, default):
-    v = os.environ.get(name)
-    return int(v) if v else default
-
-
 def main():
     p = argparse.ArgumentParser(
         description="examples/http_server against nginx, driven by wrk",
@@ -928,7 +897,7 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="ontime-http-")
     scripts = write_scripts(tmp)
-    nver, wver, rev = nginx_version(tools["nginx"]), wrk_version(tools["wrk"]), ontime_revision()
+    nver, wver, rev = nginx_version(tools["nginx"]), wrk_version(tools["wrk"]), ontime_revision(ROOT)
     started = datetime.datetime.now().isoformat(timespec="seconds")
     log(f"{nver}; {wver}; ontime {rev}; temp dir {tmp}")
 

@@ -88,6 +88,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benches", "common"))
+from procs import CLK_TCK, env_int, free_port, ontime_revision, proc_cpu, proc_rss  # noqa: E402
 OUT_DIR = os.path.join(ROOT, "target", "ontime-bench")
 LOG_DIR = os.path.join(OUT_DIR, "kv-logs")
 KV_BUILT = os.path.join(ROOT, "target", "release", "examples", "kv_server")
@@ -95,7 +97,6 @@ KV_BUILT = os.path.join(ROOT, "target", "release", "examples", "kv_server")
 # mix two versions of the server in one table.
 KV_BIN = os.path.join(ROOT, "target", "ontime-bench", "kv-logs", "kv_server")
 TESTS = "ping,set,get,incr,mset,lpush,lpop,hset,lrange_100"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 
@@ -136,39 +137,7 @@ def redis_version():
     ).stdout.strip()
 
 
-def kv_revision():
-    try:
-        rev = subprocess.run(
-            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", ROOT, "status", "--porcelain", "--", "examples", "crates", "src"],
-            capture_output=True, text=True,
-        ).stdout.strip()
-        return rev + (" (examples/crates/src modified)" if dirty else "")
-    except OSError:
-        return "unknown"
-
-
 # ---------------------------------------------------------------- processes
-
-
-def proc_cpu(pid):
-    """utime+stime of every thread of pid, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        data = f.read()
-    fields = data[data.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state); utime is field 14, stime 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def cpu_busy():
@@ -199,12 +168,6 @@ def wait_quiet(max_wait, what):
                          f"(busy CPU0 {frac[SERVER_CPU]:.0%}, CPU1 {frac[CLIENT_CPU]:.0%}); ran anyway")
             return frac
         time.sleep(1.0)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -852,11 +815,6 @@ def tfmt(t, args, e):
 # ---------------------------------------------------------------- main
 
 
-def env_int(name, default):
-    v = os.environ.get(name)
-    return int(v) if v else default
-
-
 def main():
     p = argparse.ArgumentParser(
         description="kv_server vs redis-server: throughput, memory per key, expiry",
@@ -922,7 +880,7 @@ def main():
         "## kv_server vs redis-server",
         "",
         f"- run {started}: `{(env_set + ' ') if env_set else ''}{cmdline.strip()}`",
-        f"- kv_server: examples/kv_server at {kv_revision()}, release build (sha256 {kv_sha}…)",
+        f"- kv_server: examples/kv_server at {ontime_revision(ROOT)}, release build (sha256 {kv_sha}…)",
         f"- redis-server: `{rversion}`, `--save '' --appendonly no`",
         f"- load generator: `{bversion}`; servers on CPU 0, client on CPU 1 (taskset); "
         f"{args.rounds} interleaved rounds (kv, redis, kv, redis, ...), each server fresh per run",

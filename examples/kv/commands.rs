@@ -116,6 +116,24 @@ macro_rules! lookup {
     }};
 }
 
+/// The collection of kind `$kind` (`List` or `Hash`) at a live key, made
+/// empty if the key is absent; `None` if the key holds another kind.
+macro_rules! collection {
+    ($kv:expr, $conn:expr, $key:expr, $kind:ident) => {
+        match lookup!($kv, $conn, $key) {
+            Some(Entry {
+                value: Value::$kind(collection),
+                ..
+            }) => Some(collection),
+            Some(_) => None,
+            None => match &mut $kv.store.insert($key, Value::$kind(Box::default())).value {
+                Value::$kind(collection) => Some(collection),
+                _ => unreachable!("just inserted"),
+            },
+        }
+    };
+}
+
 /// Gives `key` a TTL with deadline `at` (the key is present).
 fn arm(kv: &mut Kv, conn: &mut Conn<'_, Kv>, key: &[u8], at: u64) {
     let timer = conn.timer_at(kv.store.instant(at), Some(key.into()));
@@ -301,19 +319,8 @@ pub(crate) fn execute(
             out.ok();
         }
         b"lpush" | b"rpush" => {
-            let list = match lookup!(kv, conn, arg(1)) {
-                Some(Entry {
-                    value: Value::List(list),
-                    ..
-                }) => list,
-                Some(_) => return out.error(WRONGTYPE),
-                None => {
-                    let entry = kv.store.insert(arg(1), Value::List(Box::default()));
-                    let Value::List(list) = &mut entry.value else {
-                        unreachable!()
-                    };
-                    list
-                }
+            let Some(list) = collection!(kv, conn, arg(1), List) else {
+                return out.error(WRONGTYPE);
             };
             for i in 2..argc {
                 if name == b"lpush" {
@@ -370,19 +377,8 @@ pub(crate) fn execute(
             if argc % 2 != 0 {
                 return out.error("ERR wrong number of arguments for 'hset' command");
             }
-            let hash = match lookup!(kv, conn, arg(1)) {
-                Some(Entry {
-                    value: Value::Hash(hash),
-                    ..
-                }) => hash,
-                Some(_) => return out.error(WRONGTYPE),
-                None => {
-                    let entry = kv.store.insert(arg(1), Value::Hash(Box::default()));
-                    let Value::Hash(hash) = &mut entry.value else {
-                        unreachable!()
-                    };
-                    hash
-                }
+            let Some(hash) = collection!(kv, conn, arg(1), Hash) else {
+                return out.error(WRONGTYPE);
             };
             let mut added = 0;
             for i in (2..argc).step_by(2) {
@@ -447,19 +443,8 @@ pub(crate) fn execute(
             let Some(by) = int_arg(input, args, 3) else {
                 return out.error(NOT_INTEGER);
             };
-            let hash = match lookup!(kv, conn, arg(1)) {
-                Some(Entry {
-                    value: Value::Hash(hash),
-                    ..
-                }) => hash,
-                Some(_) => return out.error(WRONGTYPE),
-                None => {
-                    let entry = kv.store.insert(arg(1), Value::Hash(Box::default()));
-                    let Value::Hash(hash) = &mut entry.value else {
-                        unreachable!()
-                    };
-                    hash
-                }
+            let Some(hash) = collection!(kv, conn, arg(1), Hash) else {
+                return out.error(WRONGTYPE);
             };
             let old = match hash.get(arg(2)) {
                 None => 0,

@@ -13,7 +13,7 @@ use crate::reactor::Reactor;
 use crate::remote::Remote;
 use crate::timers::TimerId;
 
-use super::layer::{Alarm, Entry, Layer, Shared};
+use super::layer::{Alarm, ConnEntry, Entry, Layer, Shared};
 use super::stats::{Close, Stats};
 use super::Service;
 
@@ -224,7 +224,7 @@ impl<'a, S: Service> Context<'a, S> {
         true
     }
 
-    /// Closes another connection at the end of the current callback,
+    /// Closes another connection at the end of the reactor's turn,
     /// discarding output it has not sent ([`Close::Service`]). Returns
     /// `false` if `id` is closed or closing (or is the connection of the
     /// [`Conn`] at hand: use [`Conn::close`]).
@@ -243,10 +243,7 @@ impl<'a, S: Service> Context<'a, S> {
     /// The state of another open connection (`None` for the [`Conn`] at
     /// hand, whose state its callback has).
     pub fn state_of(&mut self, id: ConnId) -> Option<&mut S::Conn> {
-        match self.reactor.state_mut(crate::Token(id.index as usize))? {
-            Entry::Conn(entry) if entry.core.serial == id.serial => entry.state.as_mut(),
-            _ => None,
-        }
+        entry_of(self.reactor, id)?.state.as_mut()
     }
 
     /// How many bytes another connection has not sent yet (`None` as for
@@ -256,11 +253,19 @@ impl<'a, S: Service> Context<'a, S> {
     }
 }
 
-fn core_of<S: Service>(reactor: &mut Reactor<Layer<S>>, id: ConnId) -> Option<&mut ConnCore> {
+/// The open connection `id` names (not the one whose state is lent now).
+fn entry_of<S: Service>(
+    reactor: &mut Reactor<Layer<S>>,
+    id: ConnId,
+) -> Option<&mut ConnEntry<S::Conn>> {
     match reactor.state_mut(crate::Token(id.index as usize))? {
-        Entry::Conn(entry) if entry.core.serial == id.serial => Some(&mut entry.core),
+        Entry::Conn(entry) if entry.core.serial == id.serial => Some(entry),
         _ => None,
     }
+}
+
+fn core_of<S: Service>(reactor: &mut Reactor<Layer<S>>, id: ConnId) -> Option<&mut ConnCore> {
+    entry_of(reactor, id).map(|entry| &mut entry.core)
 }
 
 pub(crate) fn mark_dirty(dirty: &mut Vec<ConnId>, core: &mut ConnCore, id: ConnId) {
@@ -281,7 +286,7 @@ impl<S: Service> fmt::Debug for Context<'_, S> {
 
 /// The server and one of its connections, as a service's callbacks about
 /// that connection get them. Replies written here go out at the end of the
-/// callback's dispatch, all in one write. Every [`Context`] method is
+/// reactor's turn, with the rest of the turn's, in one write. Every [`Context`] method is
 /// reached through it too.
 pub struct Conn<'a, S: Service> {
     pub(crate) cx: Context<'a, S>,

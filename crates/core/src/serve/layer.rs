@@ -1,5 +1,5 @@
 //! The reactor handler behind a server: accepting, reading into the shared
-//! buffer, dispatching to the service, writing once per dispatch,
+//! buffer, dispatching to the service, writing once per turn,
 //! backpressure, deadlines, closing and draining. It uses only the reactor's
 //! public API.
 
@@ -126,6 +126,8 @@ pub(crate) struct Shared {
     /// Set while the end of the turn settles `dirty`: settling then writes.
     flushing: bool,
     listeners: Vec<Token>,
+    /// How many of `listeners` are paused: a close looks at them only then.
+    paused: usize,
     serial: u64,
     /// Out of descriptors: warned once, until an accept succeeds again.
     starved: bool,
@@ -151,6 +153,7 @@ impl Shared {
             dirty: Vec::new(),
             flushing: false,
             listeners: Vec::new(),
+            paused: 0,
             serial: 0,
             starved: false,
             epoch: Instant::now(),
@@ -205,7 +208,7 @@ impl<S: Service> Handler for Layer<S> {
                     if let Entry::Listener(listening) = entry {
                         if listening.backoff == Some(id) {
                             listening.backoff = None;
-                            resume(reactor, token, listening);
+                            self.shared.paused -= usize::from(resume(reactor, token, listening));
                         }
                     }
                 });
@@ -281,16 +284,23 @@ fn is_linux_network_error(_: &io::Error) -> bool {
     false
 }
 
-/// Lets a paused listener accept again, on the next turn.
-fn resume<S: Service>(reactor: &mut Reactor<Layer<S>>, token: Token, listening: &mut Listening) {
-    if listening.paused {
-        listening.paused = false;
-        if let Some(timer) = listening.backoff.take() {
-            reactor.cancel_timer(timer);
-        }
-        log::debug!("{token:?} accepting again");
-        reactor.requeue(token, Ready::READABLE);
+/// Lets a paused listener accept again, on the next turn; returns whether
+/// it was paused.
+fn resume<S: Service>(
+    reactor: &mut Reactor<Layer<S>>,
+    token: Token,
+    listening: &mut Listening,
+) -> bool {
+    if !listening.paused {
+        return false;
     }
+    listening.paused = false;
+    if let Some(timer) = listening.backoff.take() {
+        reactor.cancel_timer(timer);
+    }
+    log::debug!("{token:?} accepting again");
+    reactor.requeue(token, Ready::READABLE);
+    true
 }
 
 impl<S: Service> Layer<S> {
@@ -368,6 +378,7 @@ impl<S: Service> Layer<S> {
                         log::debug!("{name} accept: {e}; pausing again");
                     }
                     listening.paused = true;
+                    self.shared.paused += 1;
                     listening.backoff =
                         Some(reactor.timer_after(backoff, Alarm::Backoff(token.0 as u32)));
                     return;
@@ -423,10 +434,7 @@ impl<S: Service> Layer<S> {
             let Entry::Conn(entry) = entry else {
                 unreachable!("just registered as a connection")
             };
-            let id = ConnId {
-                index: token.0 as u32,
-                serial: entry.core.serial,
-            };
+            let id = Self::id(token, &entry.core);
             log::debug!("{id:?} connected");
             if let Some(idle) = self.shared.config.idle_timeout {
                 let ms = idle.as_millis().clamp(1, u32::MAX as u128) as u32;
@@ -503,8 +511,12 @@ impl<S: Service> Layer<S> {
         if ready.is_readable() || ready.is_read_closed() || ready.is_error() {
             flags.set(Flags::READABLE);
         }
-        // Output first: it may lift the backpressure that stops reading.
-        self.flush(token, entry);
+        // Output first: sending it may lift the backpressure that stops
+        // reading, in time for this event's read.
+        if entry.core.pending() > 0 {
+            self.flush(token, entry);
+            self.water(reactor, token, entry);
+        }
         self.read(reactor, token, entry, ready);
         self.settle(reactor, token, entry);
     }
@@ -630,13 +642,8 @@ impl<S: Service> Layer<S> {
             );
             leftovers.drain(..consumed);
             let kept = leftovers.len();
-            let bufs = entry.core.bufs(&mut self.shared.pool);
-            // Keep the larger allocation of the two.
-            if bufs.input.capacity() < leftovers.capacity() {
-                bufs.input = leftovers;
-            } else {
-                bufs.input.extend_from_slice(&leftovers);
-            }
+            // Back where it was taken from (an empty Vec was left there).
+            entry.core.bufs(&mut self.shared.pool).input = leftovers;
             kept
         };
         if kept > self.shared.config.max_input && !entry.core.is_closing() {
@@ -692,13 +699,7 @@ impl<S: Service> Layer<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log::debug!(
-                        "{:?} write: {e}",
-                        ConnId {
-                            index: token.0 as u32,
-                            serial: core.serial
-                        }
-                    );
+                    log::debug!("{:?} write: {e}", Self::id(token, core));
                     core.close_now(Close::Error(e.kind()));
                     return;
                 }
@@ -1025,12 +1026,14 @@ impl<S: Service> Layer<S> {
             log::debug!("{id:?} deregister: {e}");
         }
         // A descriptor is free: a listener out of them may accept again.
-        for &listener in &self.shared.listeners {
-            reactor.with_state(listener, |reactor, entry| {
-                if let Entry::Listener(listening) = entry {
-                    resume(reactor, listener, listening);
-                }
-            });
+        if self.shared.paused > 0 {
+            for &listener in &self.shared.listeners {
+                reactor.with_state(listener, |reactor, entry| {
+                    if let Entry::Listener(listening) = entry {
+                        self.shared.paused -= usize::from(resume(reactor, listener, listening));
+                    }
+                });
+            }
         }
         if self.shared.draining && self.shared.stats.open == 0 {
             log::debug!("drained: every connection is closed");
@@ -1038,8 +1041,8 @@ impl<S: Service> Layer<S> {
         }
     }
 
-    /// Flushes or closes the connections written to or closed from outside
-    /// their own dispatch.
+    /// Settles every connection listed as dirty: with output to send, or
+    /// closed from another's callback. Settling writes now.
     fn flush_dirty(&mut self, reactor: &mut Reactor<Self>) {
         self.shared.flushing = true;
         while let Some(id) = self.shared.dirty.pop() {
