@@ -521,19 +521,19 @@ impl<S: Service> Layer<S> {
         self.settle(reactor, token, entry);
     }
 
+    /// Whether to read now: the socket may hold bytes, and the connection
+    /// takes input (not paused, not closing), or is lingering, when what
+    /// arrives is read and dropped.
     fn can_read(core: &ConnCore) -> bool {
-        core.flags.has(Flags::READABLE)
-            && !core.flags.has(
-                Flags::PAUSED
-                    | Flags::EOF
-                    | Flags::CLOSE_NOW
-                    | Flags::CLOSE_FLUSHED
-                    | Flags::CLOSED,
-            )
+        let flags = core.flags;
+        if !flags.has(Flags::READABLE) || flags.has(Flags::EOF | Flags::CLOSE_NOW | Flags::CLOSED) {
+            return false;
+        }
+        flags.has(Flags::LINGERING) || !flags.has(Flags::PAUSED | Flags::CLOSE_FLUSHED)
     }
 
     /// Reads until the socket is drained or the budget is spent,
-    /// dispatching each read to the service.
+    /// dispatching each read to the service (or, lingering, dropping it).
     fn read(
         &mut self,
         reactor: &mut Reactor<Self>,
@@ -541,11 +541,9 @@ impl<S: Service> Layer<S> {
         entry: &mut ConnEntry<S::Conn>,
         ready: Ready,
     ) {
+        let lingering = entry.core.flags.has(Flags::LINGERING);
         // After a FIN or an error a short read no longer proves the socket
         // drained: read on until 0 or WouldBlock (see `Handler`).
-        if entry.core.flags.has(Flags::LINGERING) {
-            return self.discard(reactor, token, entry);
-        }
         let short_read_drains = !(ready.is_read_closed() || ready.is_error());
         let mut buf = mem::take(&mut self.shared.read_buf);
         let mut reads = 0;
@@ -560,17 +558,20 @@ impl<S: Service> Layer<S> {
                     entry.core.flags.set(Flags::EOF);
                     entry.core.flags.clear(Flags::READABLE);
                     log::trace!("{token:?} end of file");
-                    if entry.core.input_len() > 0 {
+                    if !lingering && entry.core.input_len() > 0 {
                         self.deliver(reactor, token, entry, &[], true);
                     }
                 }
                 Ok(n) => {
                     self.shared.stats.bytes_in += n as u64;
-                    if entry.core.idle_ms != 0 {
-                        entry.core.progress = self.shared.now();
-                    }
                     if n < buf.len() && short_read_drains {
                         entry.core.flags.clear(Flags::READABLE);
+                    }
+                    if lingering {
+                        continue;
+                    }
+                    if entry.core.idle_ms != 0 {
+                        entry.core.progress = self.shared.now();
                     }
                     self.deliver(reactor, token, entry, &buf[..n], false);
                     // Replies past the high mark: stop reading and send.
@@ -866,43 +867,6 @@ impl<S: Service> Layer<S> {
         if core.flags.has(Flags::READABLE) {
             reactor.requeue(token, Ready::READABLE);
         }
-    }
-
-    /// Reads and drops what a lingering connection's peer still sends.
-    fn discard(
-        &mut self,
-        reactor: &mut Reactor<Self>,
-        token: Token,
-        entry: &mut ConnEntry<S::Conn>,
-    ) {
-        let mut buf = mem::take(&mut self.shared.read_buf);
-        let core = &mut entry.core;
-        for reads in 0.. {
-            if !core.flags.has(Flags::READABLE) || core.flags.has(Flags::EOF | Flags::CLOSE_NOW) {
-                break;
-            }
-            if reads == self.shared.config.reads_per_event {
-                reactor.requeue(token, Ready::READABLE);
-                break;
-            }
-            match core.stream.read(&mut buf) {
-                Ok(0) => {
-                    core.flags.set(Flags::EOF);
-                    core.flags.clear(Flags::READABLE);
-                }
-                Ok(n) => self.shared.stats.bytes_in += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    core.flags.clear(Flags::READABLE);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::debug!("{token:?} read while lingering: {e}");
-                    let reason = core.reason;
-                    core.close_now(reason);
-                }
-            }
-        }
-        self.shared.read_buf = buf;
     }
 
     fn conn_timer(&mut self, reactor: &mut Reactor<Self>, index: u32, id: TimerId, which: Expired) {
