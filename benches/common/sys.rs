@@ -1,6 +1,6 @@
 //! The operating-system calls both comparisons need: CPU affinity, a
-//! process's CPU time from `/proc`, and a server child process that never
-//! outlives a run.
+//! process's CPU time from `/proc`, the descriptor limit, and a server
+//! child process that never outlives a run.
 
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
@@ -193,4 +193,25 @@ pub(crate) fn with_watchdog<T>(pid: u32, limit: Duration, f: impl FnOnce() -> T)
     drop(done);
     let _ = watchdog.join();
     result
+}
+
+/// Raises the soft limit on open descriptors to at least `want`, or to the
+/// hard limit if that is lower, and returns the soft limit in force
+/// afterwards. Server processes started later inherit it.
+pub(crate) fn raise_nofile(want: u64) -> io::Result<u64> {
+    // SAFETY: `rlimit` is plain data; all-zero is a valid value.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `limit` is a valid, writable `rlimit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur >= want as libc::rlim_t {
+        return Ok(limit.rlim_cur as u64);
+    }
+    limit.rlim_cur = limit.rlim_max.min(want as libc::rlim_t);
+    // SAFETY: `limit` is a valid `rlimit`; the soft limit is within the hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit.rlim_cur as u64)
 }

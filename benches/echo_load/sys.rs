@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[path = "../common/sys.rs"]
 mod shared;
 
-pub(crate) use shared::{allowed_cpus, pin, with_watchdog, Server};
+pub(crate) use shared::{allowed_cpus, pin, raise_nofile, with_watchdog, Server};
 
 /// CPU time process `pid` has used so far, all its threads, in nanoseconds
 /// where the kernel can tell.
@@ -134,27 +134,6 @@ pub(crate) fn vm_rss(pid: u32) -> io::Result<u64> {
         .and_then(|kib| kib.trim().parse::<u64>().ok())
         .map(|kib| kib * 1024)
         .ok_or_else(|| io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
-}
-
-/// Raises the soft limit on open descriptors to at least `want`, or to the
-/// hard limit if that is lower, and returns the soft limit in force
-/// afterwards. Server processes started later inherit it.
-pub(crate) fn raise_nofile(want: u64) -> io::Result<u64> {
-    // SAFETY: `rlimit` is plain data; all-zero is a valid value.
-    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: `limit` is a valid, writable `rlimit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if limit.rlim_cur >= want as libc::rlim_t {
-        return Ok(limit.rlim_cur as u64);
-    }
-    limit.rlim_cur = limit.rlim_max.min(want as libc::rlim_t);
-    // SAFETY: `limit` is a valid `rlimit`; the soft limit is within the hard one.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(limit.rlim_cur as u64)
 }
 
 /// Runs `command` to completion, killing it after `limit`.

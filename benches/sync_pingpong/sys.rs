@@ -9,7 +9,7 @@ use std::time::Duration;
 #[path = "../common/sys.rs"]
 mod shared;
 
-pub(crate) use shared::{allowed_cpus, pin, Server};
+pub(crate) use shared::{allowed_cpus, pin, raise_nofile, Server};
 use shared::{process_cpu, with_watchdog};
 
 /// User plus system CPU time of this process, all threads, from
@@ -24,26 +24,6 @@ pub(crate) fn self_cpu() -> Duration {
     }
     let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
-}
-
-/// Raises the soft limit on open descriptors to at least `want`, or to the
-/// hard limit if that is lower. Returns the soft limit in force afterwards.
-pub(crate) fn raise_nofile(want: u64) -> io::Result<u64> {
-    // SAFETY: `rlimit` is plain data; all-zero is a valid value.
-    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: `limit` is a valid, writable `rlimit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if limit.rlim_cur >= want as libc::rlim_t {
-        return Ok(limit.rlim_cur as u64);
-    }
-    limit.rlim_cur = limit.rlim_max.min(want as libc::rlim_t);
-    // SAFETY: `limit` is a valid `rlimit`; the soft limit is within the hard one.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(limit.rlim_cur as u64)
 }
 
 impl Server {
