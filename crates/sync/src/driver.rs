@@ -50,6 +50,8 @@ pub(crate) struct Source {
     /// Set before the first wait is posted: from then on the socket may be
     /// registered, and closing it must go through the driver.
     engaged: AtomicBool,
+    /// Calls waiting on this socket right now.
+    waiting: AtomicUsize,
 }
 
 const UNREGISTERED: usize = usize::MAX;
@@ -61,6 +63,7 @@ impl Source {
             blocked: [AtomicU64::new(0), AtomicU64::new(0)],
             token: AtomicUsize::new(UNREGISTERED),
             engaged: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -88,6 +91,12 @@ impl Source {
 
     fn bump(&self, direction: Direction) {
         self.ticks[direction.index()].fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many calls are waiting on this socket right now.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     pub(crate) fn is_registered(&self) -> bool {
@@ -789,7 +798,20 @@ pub(crate) fn wait(targets: &[Target], deadline: Deadline) -> io::Result<Outcome
     let driver = Driver::get()?;
     for target in targets {
         target.io.source().engaged.store(true, Ordering::Release);
+        target.io.source().waiting.fetch_add(1, Ordering::SeqCst);
     }
+    let outcome = wait_in(driver, targets, deadline);
+    for target in targets {
+        target.io.source().waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+    outcome
+}
+
+fn wait_in(
+    driver: &'static Driver,
+    targets: &[Target],
+    deadline: Option<Instant>,
+) -> io::Result<Outcome> {
     let waiter = Arc::new(Waiter::new());
     if let Some(mut core) = driver.try_lead() {
         file(&mut core.reactor, targets, deadline, &waiter);

@@ -298,6 +298,9 @@ mod io;
 mod mode;
 mod net;
 mod select;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 
 pub use crate::mode::{default_timeout, set_default_timeout, Mode};
 pub use crate::net::{create_connection, Incoming, TcpListener, TcpStream, UdpSocket};

@@ -26,6 +26,11 @@ impl SelectHandle {
     pub(crate) fn new(io: Arc<dyn Registered>) -> SelectHandle {
         SelectHandle { io }
     }
+
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn io(&self) -> &Arc<dyn Registered> {
+        &self.io
+    }
 }
 
 impl std::fmt::Debug for SelectHandle {
