@@ -1,37 +1,56 @@
 //! The sockets: TCP, UDP and Unix, each with the three modes.
 
+mod incoming;
 mod stream;
 mod tcp;
 mod udp;
 #[cfg(unix)]
 mod unix;
 
-pub use tcp::{create_connection, Incoming, TcpListener, TcpStream};
+pub use incoming::Incoming;
+pub use tcp::{create_connection, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 #[cfg(unix)]
 pub use unix::{UnixDatagram, UnixListener, UnixStream};
 
 /// Implements the mode methods, `try_clone`, `take_error`, descriptor access,
-/// [`Selectable`], the private `from_std` and `From<$std>` for a socket type
-/// with fields `handle: Handle<$std>` and `mode: ModeCell`.
+/// [`Selectable`], `from_std`, the private `with_mode` and `From<$std>` for a
+/// socket type with fields `handle: Handle<$std>` and `mode: ModeCell`.
 ///
 /// `$std` is the std socket type wrapped; `$make` is doctest code that binds
-/// `sock` to a new socket of the type.
+/// `sock` to a new socket of the type, `$make_std` doctest code that binds
+/// `std_sock` to a new socket of the std type.
 macro_rules! socket_common {
-    ($ty:ident, $std:ty, $make:literal) => {
+    ($ty:ident, $std:ty, $make:literal, $make_std:literal) => {
         impl $ty {
             /// Wraps `sock` in `mode`, putting its descriptor in non-blocking
             /// mode (R11).
             ///
             /// # Errors
             ///
-            /// The OS error of `set_nonblocking`, unlike `From`, which logs it.
-            fn from_std(sock: $std, mode: $crate::Mode) -> std::io::Result<$ty> {
+            /// The OS error of `set_nonblocking`.
+            fn with_mode(sock: $std, mode: $crate::Mode) -> std::io::Result<$ty> {
                 sock.set_nonblocking(true)?;
                 Ok($ty {
                     handle: $crate::driver::Handle::new(sock),
                     mode: $crate::mode::ModeCell::new(mode),
                 })
+            }
+
+            #[doc = concat!("Wraps a std `", stringify!($std), "` (for example one made with socket2 to\n",
+                "set options first, such as a listener's backlog), putting its descriptor in\n",
+                "non-blocking mode (R11); the new socket has the default timeout's mode (R7).\n\n",
+                "This is the `From` conversion with its one failure returned instead of\n",
+                "raised as a panic (see the `From` impl).\n\n",
+                "# Examples\n\n```\n# fn main() -> std::io::Result<()> {\n",
+                $make_std, "\nlet sock = ontime_sync::", stringify!($ty), "::from_std(std_sock)?;\n",
+                "assert_eq!(sock.timeout(), ontime_sync::default_timeout());\n",
+                "# Ok(())\n# }\n```\n\n# Errors\n\n",
+                "The OS error of making the descriptor non-blocking (`ioctl(FIONBIO)` on\n",
+                "Linux): in practice only `EBADF`, for a descriptor that is not open, or the\n",
+                "error of a sandbox that forbids the call. `sock` is closed then.")]
+            pub fn from_std(sock: $std) -> std::io::Result<$ty> {
+                $ty::with_mode(sock, $crate::mode::default_mode())
             }
 
             #[doc = concat!("Sets the mode as Python's `settimeout` (rule R1): `None` is blocking, zero is\n",
@@ -124,26 +143,27 @@ macro_rules! socket_common {
             }
         }
 
-        /// Wraps a std socket (for example one made with socket2 to set
-        /// options first, such as a listener's backlog), putting its
-        /// descriptor in non-blocking mode (R11); the new socket has the
-        /// default timeout's mode (R7).
-        ///
-        /// # Panics
-        ///
-        /// Never; if the descriptor cannot be made non-blocking (it is not a
-        /// socket), later calls fail with the OS error instead.
+        #[doc = concat!("Wraps a std socket as [`", stringify!($ty), "::from_std`] does: the descriptor is\n",
+            "made non-blocking (R11) and the new socket has the default timeout's mode (R7).\n\n",
+            "# Panics\n\n",
+            "If the descriptor cannot be made non-blocking. In practice that happens only\n",
+            "for a descriptor that is not open (a broken I/O-safety invariant of whoever\n",
+            "made the std socket), or under a sandbox that forbids the call. Use\n",
+            "[`", stringify!($ty), "::from_std`] to get that error instead.\n\n",
+            "Why a panic rather than a log line: a socket whose descriptor stayed blocking\n",
+            "would break the modes without a word. A non-blocking call would block, a\n",
+            "timeout would never fire, and a clone's mode would leak through the shared\n",
+            "descriptor (R1, R2, R11). A `From` cannot return an error, so it refuses to\n",
+            "return such a socket.")]
         impl From<$std> for $ty {
             fn from(sock: $std) -> $ty {
-                if let Err(e) = sock.set_nonblocking(true) {
-                    log::debug!(
-                        "set_nonblocking on a converted {} failed: {e}",
+                match $ty::from_std(sock) {
+                    Ok(sock) => sock,
+                    Err(e) => panic!(
+                        "converting a std socket to ontime_sync::{}: \
+                         cannot make its descriptor non-blocking: {e}",
                         stringify!($ty)
-                    );
-                }
-                $ty {
-                    handle: $crate::driver::Handle::new(sock),
-                    mode: $crate::mode::ModeCell::new($crate::mode::default_mode()),
+                    ),
                 }
             }
         }
@@ -217,3 +237,132 @@ macro_rules! stream_read_write {
 }
 
 pub(crate) use stream_read_write;
+
+/// Implements what the stream sockets (`TcpStream`, `UnixStream`) share:
+/// `recv`, `peek`, `recv_exact`, `send`, `send_all`, `shutdown`,
+/// `local_addr` and `peer_addr`, through the functions of `net/stream.rs`,
+/// and `Read`/`Write` (through `stream_read_write!`).
+///
+/// `$pair` is doctest code that binds `a` and `b` to the two ends of a
+/// connection of the type. The address accessors return `$addr` and take
+/// their doc comments from the invocation, since what an address is differs
+/// between the families.
+macro_rules! stream_common {
+    (
+        $ty:ident,
+        addr: $addr:ty,
+        pair: $pair:literal,
+        $(#[$local:meta])* fn local_addr;
+        $(#[$peer:meta])* fn peer_addr;
+    ) => {
+        $crate::net::stream_read_write!($ty);
+
+        impl $ty {
+            #[doc = concat!("Receives into `buf`, as Python's `recv`. Returns 0 at end of file, and\n",
+                "at once for an empty `buf` in every mode, without touching the socket (R12).\n",
+                "In timeout mode, whatever data has arrived is returned at once, however\n",
+                "little.\n\n",
+                "# Examples\n\n```\n# fn main() -> std::io::Result<()> {\n",
+                $pair, "\na.send_all(b\"hi\")?;\ndrop(a);\n",
+                "let mut buf = [0; 8];\n",
+                "assert_eq!(b.recv(&mut [])?, 0); // at once, the data stays queued\n",
+                "assert_eq!(b.recv(&mut buf)?, 2);\n",
+                "assert_eq!(b.recv(&mut buf)?, 0); // end of file\n",
+                "# Ok(())\n# }\n```\n\n# Errors\n\n",
+                "`WouldBlock` (non-blocking, nothing to read), `TimedOut` (timeout\n",
+                "mode, nothing arrived in time), or the OS error unchanged (for example\n",
+                "`ConnectionReset`).")]
+            pub fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+                $crate::net::stream::recv(&self.handle, self.deadline(), buf)
+            }
+
+            #[doc = concat!("Receives into `buf` without taking the data from the queue (`recv` with\n",
+                "`MSG_PEEK`). An empty `buf` returns `Ok(0)` at once (R12); otherwise the call\n",
+                "waits as [`recv`](", stringify!($ty), "::recv) does.\n\n",
+                "# Examples\n\n```\n# fn main() -> std::io::Result<()> {\n",
+                $pair, "\na.send_all(b\"hi\")?;\n",
+                "let mut buf = [0; 2];\n",
+                "assert_eq!(b.peek(&mut buf)?, 2);\n",
+                "assert_eq!(b.recv(&mut buf)?, 2);\n",
+                "assert_eq!(&buf, b\"hi\");\n",
+                "# Ok(())\n# }\n```\n\n# Errors\n\n",
+                "As [`recv`](", stringify!($ty), "::recv).")]
+            pub fn peek(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+                $crate::net::stream::peek(&self.handle, self.deadline(), buf)
+            }
+
+            #[doc = concat!("Fills `buf` entirely, within ONE deadline for the whole call (R3); also\n",
+                "`read_exact`. An empty `buf` returns `Ok(())` at once (R12).\n\n",
+                "# Examples\n\n```\n# fn main() -> std::io::Result<()> {\n",
+                $pair, "\na.send_all(b\"abc\")?;\ndrop(a);\n",
+                "let mut buf = [0; 4];\n",
+                "let err = b.recv_exact(&mut buf).unwrap_err();\n",
+                "assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);\n",
+                "# Ok(())\n# }\n```\n\n# Errors\n\n",
+                "`UnexpectedEof` if the peer closes first; otherwise as\n",
+                "[`recv`](", stringify!($ty), "::recv), including `TimedOut` when the one deadline\n",
+                "passes part-way. On error, the bytes already received are in `buf` but their\n",
+                "count is lost, as with std's `read_exact`.")]
+            pub fn recv_exact(&self, buf: &mut [u8]) -> std::io::Result<()> {
+                $crate::net::stream::recv_exact(&self.handle, self.deadline(), buf)
+            }
+
+            #[doc = concat!("Sends some of `buf`, as Python's `send`; returns how much was sent. The\n",
+                "send passes `MSG_NOSIGNAL` (on every system that has it: Linux, the BSDs;\n",
+                "not Apple's), so a send to a closed peer fails with `BrokenPipe` instead\n",
+                "of raising `SIGPIPE`.\n\n",
+                "# Examples\n\n```\nuse std::net::Shutdown;\n\n# fn main() -> std::io::Result<()> {\n",
+                $pair, "\nassert_eq!(a.send(b\"hi\")?, 2);\n",
+                "a.shutdown(Shutdown::Write)?;\n",
+                "assert_eq!(a.send(b\"hi\").unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);\n",
+                "# Ok(())\n# }\n```\n\n# Errors\n\n",
+                "`WouldBlock` (non-blocking, send buffer full), `TimedOut` (timeout mode,\n",
+                "no room in time), or the OS error unchanged (`BrokenPipe` after a local\n",
+                "`shutdown(Write)`; `BrokenPipe` or `ConnectionReset` once the peer is gone).")]
+            pub fn send(&self, buf: &[u8]) -> std::io::Result<usize> {
+                $crate::net::stream::send(&self.handle, self.deadline(), buf)
+            }
+
+            #[doc = concat!("Sends all of `buf`, within ONE deadline for the whole call, as Python's\n",
+                "`sendall` (R3); also `write_all`.\n\n",
+                "# Examples\n\n```\n# fn main() -> std::io::Result<()> {\n",
+                $pair, "\na.send_all(b\"hello\")?;\n",
+                "let mut buf = [0; 5];\n",
+                "b.recv_exact(&mut buf)?;\n",
+                "assert_eq!(&buf, b\"hello\");\n",
+                "# Ok(())\n# }\n```\n\n# Errors\n\n",
+                "As [`send`](", stringify!($ty), "::send), including `TimedOut` when the one deadline\n",
+                "passes part-way; after an error, how much was sent is unknown (as in Python).")]
+            pub fn send_all(&self, buf: &[u8]) -> std::io::Result<()> {
+                $crate::net::stream::send_all(&self.handle, self.deadline(), buf)
+            }
+
+            #[doc = concat!("Shuts down the read side, the write side, or both. Calls blocked on this\n",
+                "socket in other threads, through this handle or any\n",
+                "[`try_clone`](", stringify!($ty), "::try_clone) of it, wake up and see the result\n",
+                "(R13): a receive gets `Ok(0)` after `shutdown(Read)`, a send fails with\n",
+                "`BrokenPipe` after `shutdown(Write)`.\n\n",
+                "# Examples\n\n```\nuse std::net::Shutdown;\n\n# fn main() -> std::io::Result<()> {\n",
+                $pair, "\na.shutdown(Shutdown::Read)?;\n",
+                "let mut buf = [0; 8];\n",
+                "assert_eq!(a.recv(&mut buf)?, 0);\n",
+                "# Ok(())\n# }\n```\n\n# Errors\n\n",
+                "The OS error unchanged (for example `NotConnected`).")]
+            pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+                self.handle.shutdown_and_wake(how)
+            }
+
+            $(#[$local])*
+            pub fn local_addr(&self) -> std::io::Result<$addr> {
+                self.handle.local_addr()
+            }
+
+            $(#[$peer])*
+            pub fn peer_addr(&self) -> std::io::Result<$addr> {
+                self.handle.peer_addr()
+            }
+        }
+    };
+}
+
+pub(crate) use stream_common;

@@ -1,7 +1,7 @@
 //! `TcpStream`, `TcpListener` and `create_connection`.
 
 use std::io;
-use std::net::{self, Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{self, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use ontime_core::Direction;
@@ -11,7 +11,7 @@ use crate::driver::Handle;
 use crate::io::retry;
 use crate::mode::{default_mode, Deadline, ModeCell};
 use crate::net::stream;
-use crate::net::{socket_common, stream_read_write};
+use crate::net::{socket_common, stream_common, Incoming};
 use crate::Mode;
 
 /// A TCP connection with Python's three modes.
@@ -51,9 +51,51 @@ pub struct TcpStream {
 socket_common!(
     TcpStream,
     net::TcpStream,
-    "let listener = std::net::TcpListener::bind(\"127.0.0.1:0\")?;\nlet sock = ontime_sync::TcpStream::connect(listener.local_addr()?)?;"
+    "let listener = std::net::TcpListener::bind(\"127.0.0.1:0\")?;\nlet sock = ontime_sync::TcpStream::connect(listener.local_addr()?)?;",
+    "let listener = std::net::TcpListener::bind(\"127.0.0.1:0\")?;\nlet std_sock = std::net::TcpStream::connect(listener.local_addr()?)?;"
 );
-stream_read_write!(TcpStream);
+stream_common! {
+    TcpStream,
+    addr: SocketAddr,
+    pair: "let listener = ontime_sync::TcpListener::bind(\"127.0.0.1:0\")?;\nlet a = ontime_sync::TcpStream::connect(listener.local_addr()?)?;\nlet (b, _) = listener.accept()?;",
+    /// The local address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let listener = ontime_sync::TcpListener::bind("127.0.0.1:0")?;
+    /// let client = ontime_sync::TcpStream::connect(listener.local_addr()?)?;
+    /// let (server, _) = listener.accept()?;
+    /// assert_eq!(server.local_addr()?, listener.local_addr()?);
+    /// assert_eq!(client.local_addr()?, server.peer_addr()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    fn local_addr;
+    /// The peer's address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let listener = ontime_sync::TcpListener::bind("127.0.0.1:0")?;
+    /// let client = ontime_sync::TcpStream::connect(listener.local_addr()?)?;
+    /// assert_eq!(client.peer_addr()?, listener.local_addr()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` (for example while a non-blocking connect is still
+    /// going on), or another OS error unchanged.
+    fn peer_addr;
+}
 
 /// Connects to `addr` as Python's `socket.create_connection` (rule R9).
 ///
@@ -124,14 +166,14 @@ impl TcpStream {
     fn connect_one(addr: SocketAddr, mode: Mode) -> io::Result<TcpStream> {
         let deadline = mode.deadline();
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        let conn = TcpStream::from_std(net::TcpStream::from(socket), mode)?;
+        let conn = TcpStream::with_mode(net::TcpStream::from(socket), mode)?;
         match SockRef::from(&*conn.handle).connect(&addr.into()) {
             Ok(()) => return Ok(conn),
             // Only EINPROGRESS means "connecting in the background". A TCP
             // connect's EAGAIN is a shortage (of ports or routes), and
             // waiting for the socket to become writable would wait for a
             // connect that never started.
-            Err(e) if e.raw_os_error() == Some(stream::EINPROGRESS) => {}
+            Err(e) if stream::is_in_progress(&e) => {}
             Err(e) => return Err(e),
         }
         if deadline == Deadline::Now {
@@ -139,92 +181,6 @@ impl TcpStream {
         }
         stream::finish_connect(&conn.handle, deadline)?;
         Ok(conn)
-    }
-
-    /// Receives into `buf`, as Python's `recv`. Returns 0 at end of file, and
-    /// at once for an empty `buf` in every mode (R12). In timeout mode,
-    /// whatever data has arrived is returned at once, however little.
-    ///
-    /// # Errors
-    ///
-    /// `WouldBlock` (non-blocking, nothing to read), `TimedOut` (timeout
-    /// mode, nothing arrived in time), or the OS error unchanged.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        stream::recv(&self.handle, self.deadline(), buf)
-    }
-
-    /// Receives into `buf` without taking the data from the queue.
-    ///
-    /// # Errors
-    ///
-    /// As [`recv`](TcpStream::recv).
-    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        retry(&self.handle, Direction::Read, self.deadline(), |sock| {
-            sock.peek(buf)
-        })
-    }
-
-    /// Fills `buf` entirely, within ONE deadline for the whole call (R3).
-    ///
-    /// # Errors
-    ///
-    /// `UnexpectedEof` if the peer closes first; otherwise as
-    /// [`recv`](TcpStream::recv). On error, the bytes already received are
-    /// in `buf` but their count is lost, as with std's `read_exact`.
-    pub fn recv_exact(&self, buf: &mut [u8]) -> io::Result<()> {
-        stream::recv_exact(&self.handle, self.deadline(), buf)
-    }
-
-    /// Sends some of `buf`, as Python's `send`; returns how much was sent.
-    ///
-    /// # Errors
-    ///
-    /// `WouldBlock`, `TimedOut`, or the OS error unchanged (`BrokenPipe`
-    /// after a local `shutdown(Write)`; the process never gets `SIGPIPE`).
-    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        stream::send(&self.handle, self.deadline(), buf)
-    }
-
-    /// Sends all of `buf`, within ONE deadline for the whole call, as
-    /// Python's `sendall` (R3).
-    ///
-    /// # Errors
-    ///
-    /// As [`send`](TcpStream::send); after an error, how much was sent is
-    /// unknown (as in Python).
-    pub fn send_all(&self, buf: &[u8]) -> io::Result<()> {
-        stream::send_all(&self.handle, self.deadline(), buf)
-    }
-
-    /// Shuts down the read side, the write side, or both. Calls blocked on
-    /// this socket in other threads wake up and see the result (R13).
-    ///
-    /// # Errors
-    ///
-    /// The OS error unchanged (for example `NotConnected`).
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.handle.shutdown_and_wake(how)
-    }
-
-    /// The local address.
-    ///
-    /// # Errors
-    ///
-    /// The OS error unchanged.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.handle.local_addr()
-    }
-
-    /// The peer's address.
-    ///
-    /// # Errors
-    ///
-    /// `NotConnected`, or another OS error unchanged.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.handle.peer_addr()
     }
 
     /// Sets `TCP_NODELAY`.
@@ -279,7 +235,8 @@ pub struct TcpListener {
 socket_common!(
     TcpListener,
     net::TcpListener,
-    "let sock = ontime_sync::TcpListener::bind(\"127.0.0.1:0\")?;"
+    "let sock = ontime_sync::TcpListener::bind(\"127.0.0.1:0\")?;",
+    "let std_sock = std::net::TcpListener::bind(\"127.0.0.1:0\")?;"
 );
 
 impl TcpListener {
@@ -312,7 +269,7 @@ impl TcpListener {
         socket.set_reuse_address(true)?;
         socket.bind(&addr.into())?;
         socket.listen(1024)?;
-        TcpListener::from_std(net::TcpListener::from(socket), default_mode())
+        TcpListener::with_mode(net::TcpListener::from(socket), default_mode())
     }
 
     /// Accepts a connection, as Python's `accept`. The new stream's mode is
@@ -326,12 +283,13 @@ impl TcpListener {
         let (stream, addr) = retry(&self.handle, Direction::Read, self.deadline(), |sock| {
             sock.accept()
         })?;
-        Ok((TcpStream::from_std(stream, default_mode())?, addr))
+        Ok((TcpStream::with_mode(stream, default_mode())?, addr))
     }
 
-    /// An iterator over accepted connections, each as [`accept`](TcpListener::accept).
-    pub fn incoming(&self) -> Incoming<'_> {
-        Incoming { listener: self }
+    /// An endless iterator over accepted connections, each as
+    /// [`accept`](TcpListener::accept) without the address (see [`Incoming`]).
+    pub fn incoming(&self) -> Incoming<'_, TcpListener> {
+        Incoming::new(self)
     }
 
     /// The local address.
@@ -341,19 +299,5 @@ impl TcpListener {
     /// The OS error unchanged.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.handle.local_addr()
-    }
-}
-
-/// The iterator of [`TcpListener::incoming`]. It never ends: each item is
-/// one accept's result.
-#[derive(Debug)]
-pub struct Incoming<'a> {
-    listener: &'a TcpListener,
-}
-
-impl Iterator for Incoming<'_> {
-    type Item = io::Result<TcpStream>;
-    fn next(&mut self) -> Option<io::Result<TcpStream>> {
-        Some(self.listener.accept().map(|(stream, _)| stream))
     }
 }

@@ -47,7 +47,8 @@ pub struct UdpSocket {
 socket_common!(
     UdpSocket,
     net::UdpSocket,
-    "let sock = ontime_sync::UdpSocket::bind(\"127.0.0.1:0\")?;"
+    "let sock = ontime_sync::UdpSocket::bind(\"127.0.0.1:0\")?;",
+    "let std_sock = std::net::UdpSocket::bind(\"127.0.0.1:0\")?;"
 );
 
 impl UdpSocket {
@@ -69,7 +70,7 @@ impl UdpSocket {
     /// The last address's OS error (for example `AddrInUse`), or
     /// `InvalidInput` if `addr` resolves to no address.
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
-        UdpSocket::from_std(net::UdpSocket::bind(addr)?, default_mode())
+        UdpSocket::with_mode(net::UdpSocket::bind(addr)?, default_mode())
     }
 
     /// Sets the socket's default destination, and limits [`recv`](UdpSocket::recv)
@@ -100,9 +101,20 @@ impl UdpSocket {
     /// length and its sender. A datagram longer than `buf` is cut to fit and
     /// the rest is lost.
     ///
+    /// # An empty `buf`
+    ///
     /// Unlike [`recv`](UdpSocket::recv), an empty `buf` is not answered at
-    /// once: the sender's address is only known from a datagram, so the call
-    /// waits for one as any other and consumes it, returning `(0, sender)`.
+    /// once (rule R12 names this exception). `recv_from` must return a
+    /// sender, and only a datagram carries one, so there is nothing it could
+    /// return without receiving. It makes the system call as CPython's
+    /// `recvfrom(0)` and std's `recv_from(&mut [])` do: it waits for a
+    /// datagram as any other call does (`WouldBlock` in non-blocking mode
+    /// with nothing queued, `TimedOut` in timeout mode), then consumes it,
+    /// payload and all, and returns `(0, sender)`. To look at the next
+    /// sender without losing the datagram, use
+    /// [`peek_from`](UdpSocket::peek_from). (`recv` and `peek` return
+    /// `Ok(0)` for an empty `buf` without a system call, as CPython's
+    /// `recv(0)` does, and so keep the datagram queued.)
     ///
     /// # Examples
     ///
@@ -113,6 +125,13 @@ impl UdpSocket {
     /// a.send_to(b"hi", b.local_addr()?)?;
     /// let mut buf = [0; 8];
     /// assert_eq!(b.recv_from(&mut buf)?, (2, a.local_addr()?));
+    ///
+    /// // An empty buffer waits for a datagram and consumes it.
+    /// a.send_to(b"lost", b.local_addr()?)?;
+    /// assert_eq!(b.recv_from(&mut [])?, (0, a.local_addr()?));
+    /// b.set_blocking(false)?;
+    /// let err = b.recv_from(&mut buf).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
     /// # Ok(())
     /// # }
     /// ```
@@ -129,8 +148,13 @@ impl UdpSocket {
     }
 
     /// Receives one datagram into `buf` and its sender, without taking it
-    /// from the queue. As with [`recv_from`](UdpSocket::recv_from), an empty
-    /// `buf` waits for a datagram (but leaves it queued).
+    /// from the queue.
+    ///
+    /// An empty `buf` is not answered at once, for the reason given at
+    /// [`recv_from`](UdpSocket::recv_from): it waits for a datagram as
+    /// `recv_from` does, then returns `(0, sender)` and leaves the datagram
+    /// queued, which makes it the way to learn the next sender without
+    /// receiving anything.
     ///
     /// # Examples
     ///
@@ -139,6 +163,7 @@ impl UdpSocket {
     /// let a = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
     /// let b = ontime_sync::UdpSocket::bind("127.0.0.1:0")?;
     /// a.send_to(b"hi", b.local_addr()?)?;
+    /// assert_eq!(b.peek_from(&mut [])?, (0, a.local_addr()?));
     /// let mut buf = [0; 8];
     /// assert_eq!(b.peek_from(&mut buf)?, (2, a.local_addr()?));
     /// assert_eq!(b.recv_from(&mut buf)?, (2, a.local_addr()?));
@@ -192,8 +217,9 @@ impl UdpSocket {
     /// fit and the rest is lost. An empty datagram gives `Ok(0)`.
     ///
     /// An empty `buf` returns `Ok(0)` at once in every mode (R12) without
-    /// touching the socket: a zero-length receive would otherwise consume,
-    /// and lose, a queued datagram.
+    /// touching the socket, as CPython's `recv(0)` does: a zero-length
+    /// receive would otherwise consume, and lose, a queued datagram. (Not so
+    /// [`recv_from`](UdpSocket::recv_from), which must report a sender.)
     ///
     /// # Examples
     ///
@@ -223,7 +249,8 @@ impl UdpSocket {
     }
 
     /// Receives one datagram from the connected peer into `buf` without
-    /// taking it from the queue. An empty `buf` returns `Ok(0)` at once (R12).
+    /// taking it from the queue. An empty `buf` returns `Ok(0)` at once (R12),
+    /// without touching the socket.
     ///
     /// # Examples
     ///

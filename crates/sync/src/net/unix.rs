@@ -9,7 +9,6 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{self, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use crate::driver::{self, Handle};
 use crate::io::retry;
 use crate::mode::{default_mode, timed_out, Deadline, ModeCell};
 use crate::net::stream;
-use crate::net::{socket_common, stream_read_write};
+use crate::net::{socket_common, stream_common, Incoming};
 use crate::Mode;
 
 /// The first pause of [`retry_with_backoff`]; each next pause doubles.
@@ -67,25 +66,15 @@ fn retry_with_backoff<R>(
     }
 }
 
-/// `recv(MSG_PEEK)` on `fd`, into an initialised buffer.
-///
-/// std's `UnixStream::peek` and `UnixDatagram::peek` are unstable, and
-/// socket2's `peek` fills uninitialised memory, which would need `unsafe`
-/// (forbidden in this crate). `recv(MSG_PEEK)` does not depend on the
-/// address family, so std's `UdpSocket::peek` on a duplicate of the
-/// descriptor does it safely, for the price of a `dup` and a `close`.
-fn peek_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    std::net::UdpSocket::from(fd.try_clone_to_owned()?).peek(buf)
-}
-
 /// A Unix stream connection with Python's three modes.
 ///
 /// Every call reads the socket's [`Mode`] when it starts: blocking calls wait
 /// as long as it takes, non-blocking calls fail at once with `WouldBlock`,
 /// and calls in timeout mode fail with `TimedOut` ("timed out") when the
 /// timeout passes. Waiting happens in the shared ontime reactor; the
-/// descriptor itself is always non-blocking. Sends never raise `SIGPIPE` on
-/// Linux: a send to a closed peer fails with `BrokenPipe`.
+/// descriptor itself is always non-blocking. Sends never raise `SIGPIPE`
+/// where the system has `MSG_NOSIGNAL` (Linux, the BSDs; not Apple's): a
+/// send to a closed peer fails with `BrokenPipe`.
 ///
 /// Any number of threads may use one stream at once through `&UnixStream`
 /// (which implements `Read` and `Write`).
@@ -113,9 +102,57 @@ pub struct UnixStream {
 socket_common!(
     UnixStream,
     net::UnixStream,
-    "let (sock, _peer) = ontime_sync::UnixStream::pair()?;"
+    "let (sock, _peer) = ontime_sync::UnixStream::pair()?;",
+    "let (std_sock, _peer) = std::os::unix::net::UnixStream::pair()?;"
 );
-stream_read_write!(UnixStream);
+stream_common! {
+    UnixStream,
+    addr: SocketAddr,
+    pair: "let (a, b) = ontime_sync::UnixStream::pair()?;",
+    /// The local address: unnamed for a stream made by
+    /// [`connect`](UnixStream::connect) or [`pair`](UnixStream::pair), the
+    /// listener's path for an accepted one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, _b) = ontime_sync::UnixStream::pair()?;
+    /// assert!(a.local_addr()?.is_unnamed());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged.
+    fn local_addr;
+    /// The peer's address: the listener's path for a stream made by
+    /// [`connect`](UnixStream::connect), the client's address for an
+    /// accepted one (unnamed unless the client bound one), unnamed for a
+    /// [`pair`](UnixStream::pair).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_sync::{UnixListener, UnixStream};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let path = std::env::temp_dir().join(format!("ontime-doc-unix-peer-{}.sock", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let listener = UnixListener::bind(&path)?;
+    /// let client = UnixStream::connect(&path)?;
+    /// assert_eq!(client.peer_addr()?.as_pathname(), Some(path.as_path()));
+    /// std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The OS error unchanged (for example `NotConnected`).
+    fn peer_addr;
+}
 
 impl UnixStream {
     /// Connects to the listener at `path`, in the default timeout's mode: the
@@ -163,11 +200,11 @@ impl UnixStream {
         let deadline = mode.deadline();
         let addr = SockAddr::unix(path)?;
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        let conn = UnixStream::from_std(net::UnixStream::from(socket), mode)?;
+        let conn = UnixStream::with_mode(net::UnixStream::from(socket), mode)?;
         let in_progress = retry_with_backoff(deadline, || {
             match SockRef::from(&*conn.handle).connect(&addr) {
                 Ok(()) => Ok(false),
-                Err(e) if e.raw_os_error() == Some(stream::EINPROGRESS) => Ok(true),
+                Err(e) if stream::is_in_progress(&e) => Ok(true),
                 Err(e) => Err(e),
             }
         })?;
@@ -198,182 +235,9 @@ impl UnixStream {
         let (a, b) = net::UnixStream::pair()?;
         let mode = default_mode();
         Ok((
-            UnixStream::from_std(a, mode)?,
-            UnixStream::from_std(b, mode)?,
+            UnixStream::with_mode(a, mode)?,
+            UnixStream::with_mode(b, mode)?,
         ))
-    }
-
-    /// Receives into `buf`, as Python's `recv`. Returns 0 at end of file, and
-    /// at once for an empty `buf` in every mode (R12). In timeout mode,
-    /// whatever data has arrived is returned at once, however little.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> std::io::Result<()> {
-    /// let (a, b) = ontime_sync::UnixStream::pair()?;
-    /// drop(a);
-    /// let mut buf = [0; 8];
-    /// assert_eq!(b.recv(&mut buf)?, 0);
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// `WouldBlock` (non-blocking, nothing to read), `TimedOut` (timeout
-    /// mode, nothing arrived in time), or the OS error unchanged.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        stream::recv(&self.handle, self.deadline(), buf)
-    }
-
-    /// Receives into `buf` without taking the data from the queue. An empty
-    /// `buf` returns `Ok(0)` at once (R12).
-    ///
-    /// Each try costs a `dup` and a `close` besides the `recv`: std's `peek`
-    /// for Unix sockets is unstable, and peeking through a duplicate keeps
-    /// this crate free of `unsafe`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> std::io::Result<()> {
-    /// let (a, b) = ontime_sync::UnixStream::pair()?;
-    /// a.send_all(b"hi")?;
-    /// let mut buf = [0; 2];
-    /// assert_eq!(b.peek(&mut buf)?, 2);
-    /// assert_eq!(b.recv(&mut buf)?, 2);
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`recv`](UnixStream::recv), or `EMFILE` if no descriptor is left
-    /// for the duplicate.
-    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        retry(&self.handle, Direction::Read, self.deadline(), |sock| {
-            peek_fd(sock.as_fd(), buf)
-        })
-    }
-
-    /// Fills `buf` entirely, within ONE deadline for the whole call (R3).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> std::io::Result<()> {
-    /// let (a, b) = ontime_sync::UnixStream::pair()?;
-    /// a.send_all(b"abc")?;
-    /// drop(a);
-    /// let mut buf = [0; 4];
-    /// let err = b.recv_exact(&mut buf).unwrap_err();
-    /// assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// `UnexpectedEof` if the peer closes first; otherwise as
-    /// [`recv`](UnixStream::recv). On error, the bytes already received are
-    /// in `buf` but their count is lost, as with std's `read_exact`.
-    pub fn recv_exact(&self, buf: &mut [u8]) -> io::Result<()> {
-        stream::recv_exact(&self.handle, self.deadline(), buf)
-    }
-
-    /// Sends some of `buf`, as Python's `send`; returns how much was sent.
-    /// On Linux the send never raises `SIGPIPE` (`MSG_NOSIGNAL`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::net::Shutdown;
-    ///
-    /// # fn main() -> std::io::Result<()> {
-    /// let (a, _b) = ontime_sync::UnixStream::pair()?;
-    /// assert_eq!(a.send(b"hi")?, 2);
-    /// a.shutdown(Shutdown::Write)?;
-    /// assert_eq!(a.send(b"hi").unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// `WouldBlock`, `TimedOut`, or the OS error unchanged (`BrokenPipe`
-    /// after a local `shutdown(Write)` or once the peer is gone).
-    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        stream::send(&self.handle, self.deadline(), buf)
-    }
-
-    /// Sends all of `buf`, within ONE deadline for the whole call, as
-    /// Python's `sendall` (R3).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> std::io::Result<()> {
-    /// let (a, b) = ontime_sync::UnixStream::pair()?;
-    /// a.send_all(b"hello")?;
-    /// let mut buf = [0; 5];
-    /// b.recv_exact(&mut buf)?;
-    /// assert_eq!(&buf, b"hello");
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`send`](UnixStream::send); after an error, how much was sent is
-    /// unknown (as in Python).
-    pub fn send_all(&self, buf: &[u8]) -> io::Result<()> {
-        stream::send_all(&self.handle, self.deadline(), buf)
-    }
-
-    /// Shuts down the read side, the write side, or both. Calls blocked on
-    /// this socket in other threads wake up and see the result (R13).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::net::Shutdown;
-    ///
-    /// # fn main() -> std::io::Result<()> {
-    /// let (a, _b) = ontime_sync::UnixStream::pair()?;
-    /// a.shutdown(Shutdown::Read)?;
-    /// let mut buf = [0; 8];
-    /// assert_eq!(a.recv(&mut buf)?, 0);
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// The OS error unchanged (for example `NotConnected`).
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.handle.shutdown_and_wake(how)
-    }
-
-    /// The local address (unnamed for a connecting or paired stream).
-    ///
-    /// # Errors
-    ///
-    /// The OS error unchanged.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.handle.local_addr()
-    }
-
-    /// The peer's address: the listener's path for a connected stream.
-    ///
-    /// # Errors
-    ///
-    /// The OS error unchanged.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.handle.peer_addr()
     }
 }
 
@@ -407,7 +271,8 @@ pub struct UnixListener {
 socket_common!(
     UnixListener,
     net::UnixListener,
-    "let path = std::env::temp_dir().join(format!(\"ontime-doc-unix-modes-{}.sock\", std::process::id()));\n# let _ = std::fs::remove_file(&path);\nlet sock = ontime_sync::UnixListener::bind(&path)?;\n# std::fs::remove_file(&path)?;"
+    "let path = std::env::temp_dir().join(format!(\"ontime-doc-unix-modes-{}.sock\", std::process::id()));\n# let _ = std::fs::remove_file(&path);\nlet sock = ontime_sync::UnixListener::bind(&path)?;\n# std::fs::remove_file(&path)?;",
+    "let path = std::env::temp_dir().join(format!(\"ontime-doc-unix-from-std-{}.sock\", std::process::id()));\n# let _ = std::fs::remove_file(&path);\nlet std_sock = std::os::unix::net::UnixListener::bind(&path)?;\n# std::fs::remove_file(&path)?;"
 );
 
 impl UnixListener {
@@ -432,7 +297,7 @@ impl UnixListener {
     /// `AddrInUse` if `path` exists, `InvalidInput` if it is too long, or
     /// another OS error unchanged.
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
-        UnixListener::from_std(net::UnixListener::bind(path)?, default_mode())
+        UnixListener::with_mode(net::UnixListener::bind(path)?, default_mode())
     }
 
     /// Accepts a connection, as Python's `accept`. The new stream's mode is
@@ -463,13 +328,32 @@ impl UnixListener {
         let (stream, addr) = retry(&self.handle, Direction::Read, self.deadline(), |sock| {
             sock.accept()
         })?;
-        Ok((UnixStream::from_std(stream, default_mode())?, addr))
+        Ok((UnixStream::with_mode(stream, default_mode())?, addr))
     }
 
     /// An endless iterator over accepted connections, each as
-    /// [`accept`](UnixListener::accept).
-    pub fn incoming(&self) -> impl Iterator<Item = io::Result<UnixStream>> + '_ {
-        std::iter::repeat_with(move || self.accept().map(|(stream, _)| stream))
+    /// [`accept`](UnixListener::accept) without the address (see
+    /// [`Incoming`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_sync::{Incoming, UnixListener, UnixStream};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let path = std::env::temp_dir().join(format!("ontime-doc-unix-incoming-{}.sock", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let listener = UnixListener::bind(&path)?;
+    /// let _client = UnixStream::connect(&path)?;
+    /// let mut incoming: Incoming<'_, UnixListener> = listener.incoming();
+    /// let server = incoming.next().expect("never ends")?;
+    /// assert!(server.is_blocking());
+    /// std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn incoming(&self) -> Incoming<'_, UnixListener> {
+        Incoming::new(self)
     }
 
     /// The local address: the path bound to.
@@ -484,7 +368,8 @@ impl UnixListener {
 
 /// A Unix datagram socket with Python's three modes.
 ///
-/// Sends never raise `SIGPIPE` on Linux.
+/// Sends never raise `SIGPIPE` where the system has `MSG_NOSIGNAL` (Linux,
+/// the BSDs; not Apple's).
 ///
 /// # Examples
 ///
@@ -510,7 +395,8 @@ pub struct UnixDatagram {
 socket_common!(
     UnixDatagram,
     net::UnixDatagram,
-    "let sock = ontime_sync::UnixDatagram::unbound()?;"
+    "let sock = ontime_sync::UnixDatagram::unbound()?;",
+    "let std_sock = std::os::unix::net::UnixDatagram::unbound()?;"
 );
 
 impl UnixDatagram {
@@ -534,7 +420,7 @@ impl UnixDatagram {
     /// `AddrInUse` if `path` exists, `InvalidInput` if it is too long, or
     /// another OS error unchanged.
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixDatagram> {
-        UnixDatagram::from_std(net::UnixDatagram::bind(path)?, default_mode())
+        UnixDatagram::with_mode(net::UnixDatagram::bind(path)?, default_mode())
     }
 
     /// A datagram socket bound to no address, in the default timeout's mode
@@ -554,7 +440,7 @@ impl UnixDatagram {
     ///
     /// The OS error unchanged.
     pub fn unbound() -> io::Result<UnixDatagram> {
-        UnixDatagram::from_std(net::UnixDatagram::unbound()?, default_mode())
+        UnixDatagram::with_mode(net::UnixDatagram::unbound()?, default_mode())
     }
 
     /// A pair of datagram sockets connected to each other, both in the
@@ -579,8 +465,8 @@ impl UnixDatagram {
         let (a, b) = net::UnixDatagram::pair()?;
         let mode = default_mode();
         Ok((
-            UnixDatagram::from_std(a, mode)?,
-            UnixDatagram::from_std(b, mode)?,
+            UnixDatagram::with_mode(a, mode)?,
+            UnixDatagram::with_mode(b, mode)?,
         ))
     }
 
@@ -673,7 +559,7 @@ impl UnixDatagram {
         let addr = SockAddr::unix(path)?;
         let deadline = self.deadline();
         retry_with_backoff(deadline, || {
-            SockRef::from(&*self.handle).send_to_with_flags(buf, &addr, stream::SEND_FLAGS)
+            stream::send_to_no_signal(&*self.handle, buf, &addr)
         })
     }
 
@@ -681,8 +567,16 @@ impl UnixDatagram {
     /// if the sender is not bound). A datagram longer than `buf` is cut to
     /// fit and the rest is lost.
     ///
-    /// An empty `buf` is not answered at once: the sender's address is only
-    /// known from a datagram, so the call waits for one and consumes it.
+    /// # An empty `buf`
+    ///
+    /// Unlike [`recv`](UnixDatagram::recv), an empty `buf` is not answered
+    /// at once (rule R12 names this exception), as with
+    /// [`UdpSocket::recv_from`](crate::UdpSocket::recv_from): a sender is
+    /// only known from a datagram, so the call makes the system call as
+    /// CPython's `recvfrom(0)` and std's `recv_from(&mut [])` do. It waits
+    /// for a datagram as any other call does (`WouldBlock` in non-blocking
+    /// mode with nothing queued, `TimedOut` in timeout mode), then consumes
+    /// it, payload and all, and returns `(0, sender)`.
     ///
     /// # Examples
     ///
@@ -693,6 +587,13 @@ impl UnixDatagram {
     /// let mut buf = [0; 8];
     /// let (n, _from) = b.recv_from(&mut buf)?;
     /// assert_eq!(n, 2);
+    ///
+    /// // An empty buffer waits for a datagram and consumes it.
+    /// a.send(b"lost")?;
+    /// assert_eq!(b.recv_from(&mut [])?.0, 0);
+    /// b.set_blocking(false)?;
+    /// let err = b.recv_from(&mut buf).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
     /// # Ok(())
     /// # }
     /// ```
@@ -711,8 +612,10 @@ impl UnixDatagram {
     }
 
     /// Receives one datagram into `buf`. An empty `buf` returns `Ok(0)` at
-    /// once in every mode (R12), without touching the socket: a zero-length
-    /// receive would otherwise consume, and lose, a queued datagram.
+    /// once in every mode (R12), without touching the socket, as CPython's
+    /// `recv(0)` does: a zero-length receive would otherwise consume, and
+    /// lose, a queued datagram. (Not so
+    /// [`recv_from`](UnixDatagram::recv_from), which must report a sender.)
     ///
     /// # Examples
     ///
@@ -737,9 +640,9 @@ impl UnixDatagram {
         self.receive(|| Ok(0), |sock| sock.recv(buf))
     }
 
-    /// Receives one datagram into `buf` without taking it from the queue. An
-    /// empty `buf` returns `Ok(0)` at once (R12). Each try costs a `dup` and
-    /// a `close` besides the `recv` (see [`UnixStream::peek`]).
+    /// Receives one datagram into `buf` without taking it from the queue
+    /// (`recv` with `MSG_PEEK`). An empty `buf` returns `Ok(0)` at once (R12),
+    /// without touching the socket.
     ///
     /// # Examples
     ///
@@ -756,13 +659,12 @@ impl UnixDatagram {
     ///
     /// # Errors
     ///
-    /// As [`recv_from`](UnixDatagram::recv_from), or `EMFILE` if no
-    /// descriptor is left for the duplicate.
+    /// As [`recv_from`](UnixDatagram::recv_from).
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.receive(|| Ok(0), |sock| peek_fd(sock.as_fd(), buf))
+        self.receive(|| Ok(0), |sock| stream::peek_once(sock, buf))
     }
 
     /// Sends `buf` as one datagram to the connected peer; returns how many
