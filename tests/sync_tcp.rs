@@ -25,9 +25,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 mod common;
 
 use common::{
-    assert_prompt, assert_timed_out, assert_times_out, expect_kind, expect_kind_promptly,
-    expect_timed_out, in_child, is_child, run_child, timed, watchdog, MUST_SUCCEED, PROMPTLY,
-    WATCHDOG,
+    assert_prompt, assert_timed_out, assert_times_out, assert_waiting, expect_kind,
+    expect_kind_promptly, expect_timed_out, in_child, is_child, run_child, timed, watchdog,
+    MUST_SUCCEED, PROMPTLY, WATCHDOG,
 };
 
 /// The timeout under test in most timing tests.
@@ -347,8 +347,8 @@ fn duration_max_waits_as_blocking() {
         assert!(client.is_blocking());
         thread::scope(|s| {
             s.spawn(|| {
-                // The data arrives later.
-                thread::sleep(Duration::from_millis(200));
+                // The data arrives while the call waits.
+                assert_waiting(&client, 1, "recv with a timeout of Duration::MAX");
                 server.send_all(b"late").unwrap();
             });
             let mut buf = [0; 16];
@@ -428,9 +428,9 @@ fn blocking_accept_returns_when_a_client_arrives() {
         let addr = listener.local_addr().unwrap();
         assert!(listener.is_blocking());
         thread::scope(|s| {
-            let client = s.spawn(move || {
-                // The client arrives later.
-                thread::sleep(Duration::from_millis(200));
+            let client = s.spawn(|| {
+                // The client arrives while the accept waits.
+                assert_waiting(&listener, 1, "blocking accept");
                 std::net::TcpStream::connect(addr).unwrap()
             });
             let (result, elapsed) = timed(|| listener.accept());
@@ -459,8 +459,8 @@ fn listener_that_timed_out_still_accepts() {
         // A client that arrives during a wait.
         listener.set_timeout(Some(MUST_SUCCEED)).unwrap();
         thread::scope(|s| {
-            let client = s.spawn(move || {
-                thread::sleep(Duration::from_millis(100));
+            let client = s.spawn(|| {
+                assert_waiting(&listener, 1, "accept after a timeout");
                 std::net::TcpStream::connect(addr).unwrap()
             });
             let (_, peer) = listener.accept().unwrap();
@@ -608,7 +608,7 @@ fn blocking_recv_returns_data_when_it_arrives() {
         let (client, server) = pair();
         thread::scope(|s| {
             s.spawn(|| {
-                thread::sleep(Duration::from_millis(200));
+                assert_waiting(&client, 1, "blocking recv");
                 server.send_all(b"hello").unwrap();
             });
             let mut buf = [0; 16];
@@ -648,11 +648,10 @@ fn timeout_recv_returns_partial_data_at_once() {
     watchdog(WATCHDOG, || {
         let (client, server) = pair();
         client.set_timeout(Some(MUST_SUCCEED)).unwrap();
-        let delay = Duration::from_millis(100);
         thread::scope(|s| {
             let sender = s.spawn(|| {
-                thread::sleep(delay);
-                // Lateness counts from the send, not from the sleep's end.
+                assert_waiting(&client, 1, "recv in timeout mode");
+                // Lateness counts from the send.
                 let sending = Instant::now();
                 server.send_all(b"abc").unwrap();
                 sending
@@ -685,11 +684,11 @@ fn socket_that_timed_out_is_still_usable() {
         client.set_timeout(Some(T)).unwrap();
         expect_timed_out(client.recv(&mut [0; 16]));
         thread::scope(|s| {
+            client.set_timeout(Some(MUST_SUCCEED)).unwrap();
             s.spawn(|| {
-                thread::sleep(Duration::from_millis(100));
+                assert_waiting(&client, 1, "recv after a timeout");
                 server.send_all(b"again").unwrap();
             });
-            client.set_timeout(Some(MUST_SUCCEED)).unwrap();
             let mut buf = [0; 16];
             let n = client.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], b"again");
@@ -711,16 +710,12 @@ fn peer_fin_gives_eof_promptly_in_every_mode() {
         for mode in [Mode::Blocking, Mode::Timeout(MUST_SUCCEED)] {
             let (client, server) = pair();
             client.set_mode(mode).unwrap();
-            let (waiting_tx, waiting_rx) = mpsc::channel();
             thread::scope(|s| {
-                let reader = s.spawn(move || {
-                    waiting_tx.send(()).unwrap();
+                let reader = s.spawn(|| {
                     let result = client.recv(&mut [0; 16]);
                     (result, Instant::now())
                 });
-                waiting_rx.recv().unwrap();
-                // Let the call start waiting.
-                thread::sleep(Duration::from_millis(100));
+                assert_waiting(&client, 1, &format!("recv in {mode:?}"));
                 let fin = Instant::now();
                 server.shutdown(Shutdown::Write).unwrap();
                 let (result, returned) = reader.join().unwrap();
@@ -964,6 +959,10 @@ fn read_exact_gathers_eight_bytes_sent_in_four_chunks() {
             thread::scope(|s| {
                 s.spawn(|| {
                     for chunk in [b"01", b"23", b"45", b"67"] {
+                        // The chunks come apart, each once read_exact waits
+                        // (for the first, surely; for the others, the count
+                        // may still be the previous wait's).
+                        assert_waiting(&client, 1, &format!("read_exact in {mode:?}"));
                         thread::sleep(Duration::from_millis(50));
                         server.send_all(chunk).unwrap();
                     }
@@ -1010,20 +1009,16 @@ fn mode_change_does_not_affect_a_waiting_call() {
     watchdog(WATCHDOG, || {
         // A blocking call keeps waiting when the mode becomes a short timeout.
         let (client, server) = pair();
-        let start = Instant::now();
-        let (waiting_tx, waiting_rx) = mpsc::channel();
         thread::scope(|s| {
             let reader = s.spawn(|| {
-                waiting_tx.send(()).unwrap();
                 let mut buf = [0; 16];
                 let n = client.recv(&mut buf);
                 n.map(|n| buf[..n].to_vec())
             });
-            waiting_rx.recv().unwrap();
-            // Let the call start waiting.
-            thread::sleep(Duration::from_millis(100));
+            assert_waiting(&client, 1, "blocking recv");
             client.set_timeout(Some(Duration::from_millis(50))).unwrap();
-            thread::sleep(Duration::from_millis(400).saturating_sub(start.elapsed()));
+            // Well past the new timeout, had the waiting call taken it.
+            thread::sleep(Duration::from_millis(300));
             server.send_all(b"late").unwrap();
             let data = reader.join().unwrap();
             assert_eq!(
@@ -1035,21 +1030,19 @@ fn mode_change_does_not_affect_a_waiting_call() {
         // Later calls use the new mode.
         assert_times_out(Duration::from_millis(50), || client.recv(&mut [0; 16]));
 
-        // A call in timeout mode keeps its deadline when the mode becomes blocking.
+        // A call in timeout mode keeps its deadline when the mode becomes
+        // blocking. The timeout is long enough that the call is surely still
+        // waiting when this thread sees it wait.
+        let timeout = Duration::from_secs(1);
         let (client, _server) = pair();
-        client.set_timeout(Some(T)).unwrap();
-        let (waiting_tx, waiting_rx) = mpsc::channel();
+        client.set_timeout(Some(timeout)).unwrap();
         thread::scope(|s| {
-            let reader = s.spawn(|| {
-                waiting_tx.send(()).unwrap();
-                timed(|| client.recv(&mut [0; 16]))
-            });
-            waiting_rx.recv().unwrap();
-            thread::sleep(Duration::from_millis(100));
+            let reader = s.spawn(|| timed(|| client.recv(&mut [0; 16])));
+            assert_waiting(&client, 1, "recv in timeout mode");
             client.set_blocking(true).unwrap();
             let (result, elapsed) = reader.join().unwrap();
             expect_timed_out(result);
-            assert_timed_out(elapsed, T);
+            assert_timed_out(elapsed, timeout);
         });
         assert_eq!(client.mode(), Mode::Blocking);
     });
@@ -1170,16 +1163,12 @@ fn shutdown_wakes_a_blocked_recv() {
             for mode in [Mode::Blocking, Mode::Timeout(MUST_SUCCEED)] {
                 let (client, _server) = pair();
                 client.set_mode(mode).unwrap();
-                let (waiting_tx, waiting_rx) = mpsc::channel();
                 thread::scope(|s| {
                     let reader = s.spawn(|| {
-                        waiting_tx.send(()).unwrap();
                         let result = client.recv(&mut [0; 16]);
                         (result, Instant::now())
                     });
-                    waiting_rx.recv().unwrap();
-                    // Let the call start waiting.
-                    thread::sleep(Duration::from_millis(100));
+                    assert_waiting(&client, 1, &format!("recv in {mode:?}"));
                     let shutdown = Instant::now();
                     client.shutdown(how).unwrap();
                     let (result, returned) = reader.join().unwrap();
@@ -1208,18 +1197,14 @@ fn shutdown_wakes_a_blocked_send() {
         for how in [Shutdown::Write, Shutdown::Both] {
             let (client, _server) = small_buffer_pair();
             assert!(client.is_blocking());
-            let (waiting_tx, waiting_rx) = mpsc::channel();
             thread::scope(|s| {
                 let writer = s.spawn(|| {
-                    waiting_tx.send(()).unwrap();
                     // Blocking sends to a peer that never reads: the buffers
                     // fill within a few calls, then one waits.
                     let (e, _, _) = fill(&client);
                     (Err::<(), _>(e), Instant::now())
                 });
-                waiting_rx.recv().unwrap();
-                // Let the sends fill the buffers and one start waiting.
-                thread::sleep(Duration::from_millis(200));
+                assert_waiting(&client, 1, "a blocking send to a full buffer");
                 let shutdown = Instant::now();
                 client.shutdown(how).unwrap();
                 let (result, returned) = writer.join().unwrap();
@@ -1285,23 +1270,17 @@ fn eight_threads_blocked_on_one_socket_all_return() {
         let (client, server) = pair();
         server.set_nodelay(true).unwrap();
         assert!(client.is_blocking());
-        let (waiting_tx, waiting_rx) = mpsc::channel();
         thread::scope(|s| {
             let (got_tx, got_rx) = mpsc::channel();
             for _ in 0..THREADS {
-                let (client, waiting_tx, got_tx) = (&client, waiting_tx.clone(), got_tx.clone());
+                let (client, got_tx) = (&client, got_tx.clone());
                 s.spawn(move || {
-                    waiting_tx.send(()).unwrap();
                     let mut byte = [0; 1];
                     let result = client.recv(&mut byte).map(|n| (n, byte[0]));
                     got_tx.send(result).unwrap();
                 });
             }
-            for _ in 0..THREADS {
-                waiting_rx.recv().unwrap();
-            }
-            // Let the calls start waiting.
-            thread::sleep(Duration::from_millis(100));
+            assert_waiting(&client, THREADS.into(), "blocking recvs on one socket");
             for message in 0..THREADS {
                 server.send_all(&[message]).unwrap();
             }
@@ -1326,10 +1305,9 @@ fn some_threads_get_data_while_others_time_out() {
     watchdog(WATCHDOG, || {
         const PAIRS: usize = 20;
         // The odd threads time out after `timeout`; the even ones get data
-        // and wait in timeout mode too, but with a timeout that must not
-        // expire before it.
+        // while they wait, in timeout mode too, but with a timeout that must
+        // not expire before it.
         let timeout = Duration::from_millis(400);
-        let arrival = Duration::from_millis(150);
         let pairs: Vec<(TcpStream, TcpStream)> = (0..PAIRS).map(|_| pair()).collect();
         let barrier = Barrier::new(PAIRS + 1);
         thread::scope(|s| {
@@ -1348,7 +1326,10 @@ fn some_threads_get_data_while_others_time_out() {
                 })
                 .collect();
             barrier.wait();
-            thread::sleep(arrival);
+            // Only the even threads: an odd one may already have timed out.
+            for (i, (client, _)) in pairs.iter().enumerate().step_by(2) {
+                assert_waiting(client, 1, &format!("thread {i}'s recv"));
+            }
             let sent: Vec<Instant> = pairs
                 .iter()
                 .step_by(2)
@@ -1411,7 +1392,7 @@ fn select_stream_is_readable_when_data_arrives() {
         client.set_blocking(false).unwrap();
         thread::scope(|s| {
             s.spawn(|| {
-                thread::sleep(Duration::from_millis(200));
+                assert_waiting(&client, 1, "select");
                 server.send_all(b"ping").unwrap();
             });
             let ready = select(&[&quiet, &client], &[], Some(MUST_SUCCEED)).unwrap();
@@ -1493,6 +1474,9 @@ fn blocked_threads_use_little_cpu() {
                     assert_eq!(n, 4);
                     cpu
                 });
+                // Both wait, then the blocked one stays blocked for `wait`.
+                assert_waiting(&timing_out, 1, "recv in timeout mode");
+                assert_waiting(&blocking, 1, "blocking recv");
                 thread::sleep(wait);
                 server.send_all(b"wake").unwrap();
                 let cpu = timeout_waiter.join().unwrap();

@@ -10,7 +10,6 @@
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,8 +18,8 @@ use ontime::sync::{self, Mode, UdpSocket};
 mod common;
 
 use common::{
-    assert_prompt, assert_timed_out_error, assert_times_out, expect_kind_promptly, in_child,
-    watchdog, MUST_SUCCEED, WATCHDOG,
+    assert_prompt, assert_timed_out_error, assert_times_out, assert_waiting, expect_kind_promptly,
+    in_child, watchdog, MUST_SUCCEED, WATCHDOG,
 };
 
 /// The timeout under test.
@@ -100,26 +99,21 @@ fn blocking_recv_from_returns_a_datagram_sent_later() {
         let sock = bind();
         assert_eq!(sock.mode(), Mode::Blocking);
         let to = sock.local_addr().unwrap();
-        let started = Arc::new(Barrier::new(2));
-        let sender = thread::spawn({
-            let started = Arc::clone(&started);
-            move || {
+        thread::scope(|s| {
+            let sender = s.spawn(|| {
                 let from = bind();
-                started.wait();
-                // Give the receiver time to be waiting; the result does not
-                // depend on it.
-                thread::sleep(Duration::from_millis(100));
+                // The datagram comes while the receiver waits.
+                assert_waiting(&sock, 1, "blocking recv_from");
                 from.send_to(b"later", to).unwrap();
                 from.local_addr().unwrap()
-            }
+            });
+            let mut buf = [0; 16];
+            let start = Instant::now();
+            let (n, from) = sock.recv_from(&mut buf).unwrap();
+            assert!(start.elapsed() <= MUST_SUCCEED);
+            assert_eq!(&buf[..n], b"later");
+            assert_eq!(from, sender.join().unwrap());
         });
-        started.wait();
-        let mut buf = [0; 16];
-        let start = Instant::now();
-        let (n, from) = sock.recv_from(&mut buf).unwrap();
-        assert!(start.elapsed() <= MUST_SUCCEED);
-        assert_eq!(&buf[..n], b"later");
-        assert_eq!(from, sender.join().unwrap());
     });
 }
 

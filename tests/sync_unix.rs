@@ -28,8 +28,8 @@ use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 mod common;
 
 use common::{
-    assert_prompt, assert_times_out, expect_kind_promptly, in_child, timed, watchdog, MUST_SUCCEED,
-    WATCHDOG,
+    assert_prompt, assert_times_out, assert_waiting, expect_kind_promptly, in_child, timed,
+    watchdog, MUST_SUCCEED, WATCHDOG,
 };
 
 /// The timeout under test.
@@ -131,18 +131,31 @@ const LAST: &[u8] = b"last";
 /// of its own, lets it block, then drains `receiver`. Checks that the send
 /// returned the whole datagram, not before the drain began but promptly
 /// after, and that the datagram arrived.
+///
+/// `waiting` is the socket the send waits on for readiness: the drain
+/// begins once the send is seen waiting on it. `None` for a send that
+/// retries with a backoff instead (an unconnected `send_to`): its pauses
+/// are waits on no socket, which nothing shows, so it is given 100 ms to
+/// block.
 #[track_caller]
 fn blocked_send_completes_after_drain(
     receiver: &UnixDatagram,
     call: &str,
     peer: &str,
-    send: impl FnOnce(&'static [u8]) -> io::Result<usize> + Send + 'static,
+    waiting: Option<&UnixDatagram>,
+    send: impl FnOnce(&'static [u8]) -> io::Result<usize> + Send,
 ) {
-    let blocked = thread::spawn(move || send(LAST).map(|n| (n, Instant::now())));
-    thread::sleep(Duration::from_millis(100));
-    let drained = Instant::now();
-    let last = drain(receiver, LAST, || blocked.is_finished());
-    let (n, sent) = blocked.join().unwrap().unwrap();
+    let (drained, result, last) = thread::scope(|s| {
+        let blocked = s.spawn(move || send(LAST).map(|n| (n, Instant::now())));
+        match waiting {
+            Some(sock) => assert_waiting(sock, 1, &format!("the blocking {call} to a full {peer}")),
+            None => thread::sleep(Duration::from_millis(100)),
+        }
+        let drained = Instant::now();
+        let last = drain(receiver, LAST, || blocked.is_finished());
+        (drained, blocked.join().unwrap(), last)
+    });
+    let (n, sent) = result.unwrap();
     assert_eq!(n, LAST.len());
     assert!(
         sent >= drained,
@@ -282,28 +295,22 @@ fn blocking_accept_returns_when_a_client_arrives() {
         let path = TempPath::new("accept-blocking");
         let listener = UnixListener::bind(&path).unwrap();
         assert_eq!(listener.mode(), Mode::Blocking);
-        let started = Arc::new(Barrier::new(2));
-        let client = thread::spawn({
-            let started = Arc::clone(&started);
-            let path = path.0.clone();
-            move || {
-                started.wait();
-                // Give the listener time to be waiting; the result does not
-                // depend on it.
-                thread::sleep(Duration::from_millis(100));
-                let client = UnixStream::connect(path).unwrap();
+        thread::scope(|s| {
+            let client = s.spawn(|| {
+                // The client comes while the listener waits.
+                assert_waiting(&listener, 1, "blocking accept");
+                let client = UnixStream::connect(&path).unwrap();
                 client.send_all(b"hi").unwrap();
                 client
-            }
+            });
+            let start = Instant::now();
+            let server = listener.incoming().next().unwrap().unwrap();
+            assert!(start.elapsed() <= MUST_SUCCEED);
+            let mut buf = [0; 2];
+            server.recv_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"hi");
+            drop(client.join().unwrap());
         });
-        started.wait();
-        let start = Instant::now();
-        let server = listener.incoming().next().unwrap().unwrap();
-        assert!(start.elapsed() <= MUST_SUCCEED);
-        let mut buf = [0; 2];
-        server.recv_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"hi");
-        drop(client.join().unwrap());
     });
 }
 
@@ -398,20 +405,16 @@ fn peer_close_gives_eof_promptly_in_every_mode() {
         for mode in [Mode::Blocking, Mode::Timeout(MUST_SUCCEED)] {
             let (a, b) = UnixStream::pair().unwrap();
             a.set_mode(mode).unwrap();
-            let started = Arc::new(Barrier::new(2));
-            let reader = thread::spawn({
-                let started = Arc::clone(&started);
-                move || {
-                    started.wait();
+            let (closed, (n, returned)) = thread::scope(|s| {
+                let reader = s.spawn(|| {
                     let n = a.recv(&mut [0; 8]);
                     (n.unwrap(), Instant::now())
-                }
+                });
+                assert_waiting(&a, 1, &format!("recv in {mode:?}"));
+                let closed = Instant::now();
+                drop(b);
+                (closed, reader.join().unwrap())
             });
-            started.wait();
-            thread::sleep(Duration::from_millis(100));
-            let closed = Instant::now();
-            drop(b);
-            let (n, returned) = reader.join().unwrap();
             assert_eq!(n, 0, "{mode:?}");
             assert!(
                 returned >= closed,
@@ -511,18 +514,22 @@ fn send_after_shutdown_write_is_broken_pipe_without_sigpipe() {
 fn read_exact_gathers_chunks_within_one_deadline() {
     watchdog(WATCHDOG, || {
         let (a, b) = UnixStream::pair().unwrap();
-        let writer = thread::spawn(move || {
-            for chunk in [b"ab", b"cd", b"ef", b"gh"] {
-                thread::sleep(Duration::from_millis(50));
-                b.send_all(chunk).unwrap();
-            }
-            b
-        });
         a.set_timeout(Some(MUST_SUCCEED)).unwrap();
-        let mut buf = [0; 8];
-        (&a).read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"abcdefgh");
-        drop(writer.join().unwrap());
+        thread::scope(|s| {
+            s.spawn(|| {
+                for chunk in [b"ab", b"cd", b"ef", b"gh"] {
+                    // The chunks come apart, each once read_exact waits (for
+                    // the first, surely; for the others, the count may still
+                    // be the previous wait's).
+                    assert_waiting(&a, 1, "read_exact");
+                    thread::sleep(Duration::from_millis(50));
+                    b.send_all(chunk).unwrap();
+                }
+            });
+            let mut buf = [0; 8];
+            (&a).read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"abcdefgh");
+        });
     });
 }
 
@@ -559,18 +566,21 @@ fn read_exact_short_then_close_is_unexpected_eof() {
         for mode in [Mode::Blocking, Mode::Timeout(MUST_SUCCEED)] {
             let (a, b) = UnixStream::pair().unwrap();
             a.set_mode(mode).unwrap();
-            let writer = thread::spawn(move || {
-                b.send_all(b"abc").unwrap();
-                thread::sleep(Duration::from_millis(50));
-                drop(b);
-            });
+            // Queued before the call: it reads these, then waits for the
+            // rest, and the close comes during that wait.
+            b.send_all(b"abc").unwrap();
             let mut buf = [0; 8];
-            let start = Instant::now();
-            let e = (&a).read_exact(&mut buf).unwrap_err();
-            assert!(start.elapsed() <= MUST_SUCCEED);
+            let (result, elapsed) = thread::scope(|s| {
+                s.spawn(|| {
+                    assert_waiting(&a, 1, &format!("read_exact in {mode:?}"));
+                    drop(b);
+                });
+                timed(|| (&a).read_exact(&mut buf))
+            });
+            let e = result.unwrap_err();
+            assert!(elapsed <= MUST_SUCCEED);
             assert_eq!(e.kind(), ErrorKind::UnexpectedEof, "{mode:?}: {e:?}");
             assert_eq!(&buf[..3], b"abc");
-            writer.join().unwrap();
         }
     });
 }
@@ -582,19 +592,14 @@ fn shutdown_read_from_another_thread_wakes_a_blocked_recv() {
             let (a, _b) = UnixStream::pair().unwrap();
             a.set_mode(mode).unwrap();
             let a = Arc::new(a);
-            let started = Arc::new(Barrier::new(2));
             let reader = thread::spawn({
-                let (a, started) = (Arc::clone(&a), Arc::clone(&started));
+                let a = Arc::clone(&a);
                 move || {
-                    started.wait();
                     let n = a.recv(&mut [0; 8]);
                     (n.unwrap(), Instant::now())
                 }
             });
-            started.wait();
-            // Give the reader time to be waiting; the result does not depend
-            // on it.
-            thread::sleep(Duration::from_millis(100));
+            assert_waiting(&*a, 1, &format!("recv in {mode:?}"));
             let shut = Instant::now();
             a.shutdown(Shutdown::Read).unwrap();
             let (n, returned) = reader.join().unwrap();
@@ -788,14 +793,14 @@ fn datagram_recv_follows_the_mode() {
 
         // Blocking: a datagram sent later arrives.
         a.set_blocking(true).unwrap();
-        let sender = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(100));
-            b.send(b"later").unwrap();
-            b
+        thread::scope(|s| {
+            s.spawn(|| {
+                assert_waiting(&a, 1, "blocking recv");
+                b.send(b"later").unwrap();
+            });
+            let n = a.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"later");
         });
-        let n = a.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"later");
-        drop(sender.join().unwrap());
     });
 }
 
@@ -816,7 +821,7 @@ fn datagram_send_to_a_full_receiver_waits_for_room() {
         // Blocking: the send completes once the receiver drains.
         sender.set_blocking(true).unwrap();
         let target = path.0.clone();
-        blocked_send_completes_after_drain(&receiver, "send_to", "receiver", move |last| {
+        blocked_send_completes_after_drain(&receiver, "send_to", "receiver", None, move |last| {
             sender.send_to(last, target)
         });
     });
@@ -836,7 +841,7 @@ fn datagram_send_to_a_full_connected_peer_follows_the_mode() {
         // A socketpair's sends are limited by the sender's buffer, which
         // counts as having room again only once mostly drained: the helper
         // drains it all.
-        blocked_send_completes_after_drain(&b, "send", "peer", move |last| a.send(last));
+        blocked_send_completes_after_drain(&b, "send", "peer", Some(&a), |last| a.send(last));
     });
 }
 
@@ -848,22 +853,17 @@ fn datagram_shutdown_wakes_a_blocked_recv() {
             a.set_mode(mode).unwrap();
             // The shutdown goes through a clone: it is the same socket.
             let clone = a.try_clone().unwrap();
-            let started = Arc::new(Barrier::new(2));
-            let reader = thread::spawn({
-                let started = Arc::clone(&started);
-                move || {
-                    started.wait();
+            let (shut, (received, returned)) = thread::scope(|s| {
+                let reader = s.spawn(|| {
                     let received = a.recv_from(&mut [0; 8]);
-                    (received, Instant::now(), a)
-                }
+                    (received, Instant::now())
+                });
+                // The count is the waiting handle's, not the clone's.
+                assert_waiting(&a, 1, &format!("recv_from in {mode:?}"));
+                let shut = Instant::now();
+                clone.shutdown(Shutdown::Read).unwrap();
+                (shut, reader.join().unwrap())
             });
-            started.wait();
-            // Give the reader time to be waiting; the result does not depend
-            // on it.
-            thread::sleep(Duration::from_millis(100));
-            let shut = Instant::now();
-            clone.shutdown(Shutdown::Read).unwrap();
-            let (received, returned, a) = reader.join().unwrap();
             let (n, from) = received.unwrap();
             assert_eq!(n, 0, "{mode:?}");
             assert!(from.is_unnamed());

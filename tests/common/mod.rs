@@ -242,3 +242,22 @@ pub(crate) fn assert_timed_out_error(e: &io::Error) {
 pub(crate) fn expect_timed_out<R: std::fmt::Debug>(result: io::Result<R>) {
     assert_timed_out_error(&expect_kind(result, ErrorKind::TimedOut));
 }
+
+// ---- Waiting calls ---------------------------------------------------------
+
+/// Waits until at least `n` calls wait on `sock` (they tried, got
+/// `WouldBlock`, and are blocked in the driver), and fails the test, naming
+/// `what`, if they do not within [`MUST_SUCCEED`]. For tests that act on a
+/// socket while another thread's call waits on it: instead of sleeping and
+/// hoping that the call has started waiting, this knows it.
+///
+/// The count is per handle: pass the handle the waiting call uses, not a
+/// `try_clone` of it.
+#[track_caller]
+pub(crate) fn assert_waiting(sock: &dyn ontime_sync::Selectable, n: usize, what: &str) {
+    assert!(
+        ontime_sync::testing::wait_for_waiters(sock, n, MUST_SUCCEED),
+        "{what}: {} of {n} calls waiting after {MUST_SUCCEED:?}",
+        ontime_sync::testing::waiters(sock)
+    );
+}
