@@ -1,12 +1,14 @@
 //! Blocking ping-pong clients side by side: `ontime::sync` in timeout mode
 //! against `std::net` with socket timeouts and CPython's `socket` in
-//! timeout mode, all against one std echo server; and the accuracy of many
-//! timeouts at once.
+//! timeout mode, all against one std echo server; the accuracy of many
+//! timeouts at once; and how wake-ups scale when the waiting threads
+//! outnumber the cores many times over.
 //!
 //! ```text
-//! cargo bench --bench sync_pingpong                      # about 2 minutes
+//! cargo bench --bench sync_pingpong                      # about 4 minutes
 //! SYNC_ROUNDS=3 SYNC_RTTS=5000 SYNC_SECS=1 cargo bench --bench sync_pingpong
 //! SYNC_PARTS=d cargo bench --bench sync_pingpong         # only the timeouts
+//! SYNC_PARTS=e SYNC_CROWD=64,512,2048 cargo bench --bench sync_pingpong
 //! ```
 //!
 //! The server is std's blocking thread-per-connection echo server, run as a
@@ -24,8 +26,15 @@
 //!   and p99, and the median of the per-round ratios facade / std.
 //! - **b.** `SYNC_THREADS` (default 64) client threads, each with its own
 //!   connection, ping-pong at once: 0.5 s warm-up, then `SYNC_SECS`
-//!   (default 2) seconds counted; aggregate round trips per second, rounds
-//!   interleaved as in a.
+//!   (default 2) seconds counted; aggregate round trips per second and
+//!   client CPU per round trip, rounds interleaved as in a, the median of
+//!   the per-round ratios facade / std. At the middle of the counted window
+//!   a census of the client process: its threads and open descriptors
+//!   (`/proc/self/task`, `/proc/self/fd`) beyond those it had before the
+//!   run's sockets were opened, the descriptors also less one per
+//!   connection. So for std they are the client threads and 0; for the
+//!   facade, the descriptors and threads its driver adds (its one-time
+//!   ones in the run that creates it), reported per waiting thread.
 //! - **c.** CPython (`benches/py_pingpong.py`, `settimeout(5)`, `sendall` and
 //!   a `recv` loop) as a third peer in the rounds of a; skipped with a
 //!   message if `python3` (or `SYNC_PYTHON`) cannot be run.
@@ -34,16 +43,32 @@
 //!   xorshift; lateness (elapsed - timeout) percentiles and the count that
 //!   fired early, which must be zero. Facade and std alternate for
 //!   `SYNC_IDLE_ROUNDS` rounds (default 3), samples pooled.
+//! - **e.** A crowd: case b's run (same code, census included) for each
+//!   thread count of `SYNC_CROWD`, a comma-separated list (default
+//!   `64,512`; 512 threads on the one client CPU), with CPython as a third
+//!   peer (`benches/py_pingpong.py crowd`: as many `threading` threads, each
+//!   with its own connection, the same warm-up and window, its census from
+//!   its own `/proc/self`; skipped with a message if it cannot be run).
+//!   Per size, `SYNC_ROUNDS` rounds interleaved facade, std, CPython; the
+//!   median of the per-round ratios facade / std and CPython / facade; and,
+//!   from the smallest size to the largest, how each peer's round trips per
+//!   second, CPU per round trip and descriptors per thread change.
 //!
 //! Client CPU time per round trip comes from `getrusage(RUSAGE_SELF)` around
 //! the counted part; server CPU time from `/proc/<pid>/stat` (clock ticks,
 //! so coarse for short runs). The report is printed as markdown and written
 //! to `<target dir>/ontime-bench/sync.md`.
 //!
-//! `SYNC_PARTS` (default `abcd`) picks the cases (c runs inside the rounds
-//! of a, so it brings a with it). Without `--bench` (as
-//! `cargo test --benches` runs it) every case runs once, tiny, as a check
-//! that the clients and the server work, and no report is written.
+//! `SYNC_PARTS` (default `abcde`) picks the cases (c runs inside the rounds
+//! of a, so it brings a with it). `SYNC_PYTHON` (default `python3`) is the
+//! CPython of cases c and e. The descriptor limit is raised for the largest
+//! of `SYNC_IDLE`, `SYNC_THREADS` and `SYNC_CROWD` (four per connection,
+//! plus spare), before the server starts, so that it inherits it; the
+//! server's connection threads have 64 KiB stacks. Without `--bench` (as
+//! `cargo test --benches` runs it) every case runs once, tiny (case e with
+//! 8 threads and a 0.1 s window), as a check that the clients and the
+//! server work, and no report is written; only `SYNC_PARTS` and
+//! `SYNC_PYTHON` are read then.
 
 #[path = "sync_pingpong/clients.rs"]
 mod clients;
@@ -61,7 +86,9 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use crate::clients::Client;
-use crate::report::{AccuracyRows, LatencyRounds, Results, Setup, ThroughputRounds};
+use crate::report::{
+    AccuracyRows, LatencyRounds, Results, Setup, ThroughputCase, ThroughputRounds,
+};
 use crate::sys::Server;
 use crate::timeouts::Accuracy;
 
@@ -78,6 +105,11 @@ const IDLE_LOW: Duration = Duration::from_millis(50);
 const IDLE_HIGH: Duration = Duration::from_millis(500);
 /// Warm-up of each throughput run.
 const MANY_WARMUP: Duration = Duration::from_millis(500);
+/// Descriptors wanted per connection open at once, and besides.
+const NOFILE_PER_CONNECTION: u64 = 4;
+const NOFILE_SPARE: u64 = 256;
+/// The CPython peer's name in the reports.
+const PY_NAME: &str = "CPython socket, settimeout(5)";
 
 /// What to run, from the environment.
 #[derive(Debug)]
@@ -86,6 +118,7 @@ struct Settings {
     warmup: u64,
     rtts: u64,
     threads: usize,
+    crowd: Vec<usize>,
     window: Duration,
     many_warmup: Duration,
     idle: usize,
@@ -105,17 +138,37 @@ impl Settings {
                 Err(_) => Ok(default),
             }
         }
+        /// A comma-separated list of counts, each kept once, ascending.
+        fn list(name: &str, default: &[usize]) -> Result<Vec<usize>, String> {
+            let mut values = match std::env::var(name) {
+                Ok(text) => text
+                    .split(',')
+                    .map(|v| v.trim().parse::<usize>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| {
+                        format!("{name}={text:?} is not a comma-separated list of counts")
+                    })?,
+                Err(_) => default.to_vec(),
+            };
+            values.sort_unstable();
+            values.dedup();
+            if values.is_empty() {
+                return Err(format!("{name} is empty"));
+            }
+            Ok(values)
+        }
         let settings = if full {
             Settings {
                 rounds: var("SYNC_ROUNDS", 7)?,
                 warmup: var("SYNC_WARMUP", 2000)?,
                 rtts: var("SYNC_RTTS", 20_000)?,
                 threads: var("SYNC_THREADS", 64)?,
+                crowd: list("SYNC_CROWD", &[64, 512])?,
                 window: Duration::from_secs_f64(var("SYNC_SECS", 2.0)?),
                 many_warmup: MANY_WARMUP,
                 idle: var("SYNC_IDLE", 1000)?,
                 idle_rounds: var("SYNC_IDLE_ROUNDS", 3)?,
-                parts: var("SYNC_PARTS", "abcd".to_string())?,
+                parts: var("SYNC_PARTS", "abcde".to_string())?,
                 python: var("SYNC_PYTHON", PathBuf::from("python3"))?,
             }
         } else {
@@ -125,11 +178,12 @@ impl Settings {
                 warmup: 20,
                 rtts: 200,
                 threads: 4,
+                crowd: vec![8],
                 window: Duration::from_millis(100),
                 many_warmup: Duration::from_millis(20),
                 idle: 20,
                 idle_rounds: 1,
-                parts: var("SYNC_PARTS", "abcd".to_string())?,
+                parts: var("SYNC_PARTS", "abcde".to_string())?,
                 python: var("SYNC_PYTHON", PathBuf::from("python3"))?,
             }
         };
@@ -143,6 +197,9 @@ impl Settings {
         bounded("SYNC_ROUNDS", settings.rounds as u64, 101)?;
         bounded("SYNC_RTTS", settings.rtts, 10_000_000)?;
         bounded("SYNC_THREADS", settings.threads as u64, 4096)?;
+        for &crowd in &settings.crowd {
+            bounded("SYNC_CROWD", crowd as u64, 4096)?;
+        }
         bounded("SYNC_IDLE", settings.idle as u64, 20_000)?;
         bounded("SYNC_IDLE_ROUNDS", settings.idle_rounds as u64, 101)?;
         if settings.warmup > 10_000_000 {
@@ -151,9 +208,9 @@ impl Settings {
         if !(0.01..=600.0).contains(&settings.window.as_secs_f64()) {
             return Err("SYNC_SECS is not in 0.01..=600".into());
         }
-        if let Some(c) = settings.parts.chars().find(|c| !"abcd".contains(*c)) {
+        if let Some(c) = settings.parts.chars().find(|c| !"abcde".contains(*c)) {
             return Err(format!(
-                "SYNC_PARTS: unknown case {c:?} (use letters of abcd)"
+                "SYNC_PARTS: unknown case {c:?} (use letters of abcde)"
             ));
         }
         Ok(settings)
@@ -213,10 +270,15 @@ fn run(settings: &Settings, full: bool) -> std::io::Result<()> {
         }
         None => setup.push(format!("Not pinned: only {} CPU allowed.", cpus.len())),
     }
-    let want = 2 * (settings.idle + settings.threads) as u64 + 256;
+    // The most connections open at once, in this process and in the server
+    // (which inherits the limit); the spare factor covers what a client side
+    // adds per connection (the census of cases b and e says how much).
+    let crowd = settings.crowd.iter().copied().max().unwrap_or(0);
+    let most = settings.idle.max(settings.threads).max(crowd) as u64;
+    let want = NOFILE_PER_CONNECTION * most + NOFILE_SPARE;
     match sys::raise_nofile(want) {
         Ok(limit) if limit < want => setup.push(format!(
-            "RLIMIT_NOFILE is {limit}, below the {want} wanted: case d may fail."
+            "RLIMIT_NOFILE is {limit}, below the {want} wanted: cases d and e may fail."
         )),
         Ok(_) => {}
         Err(e) => setup.push(format!("Could not raise RLIMIT_NOFILE: {e}.")),
@@ -242,14 +304,38 @@ fn run(settings: &Settings, full: bool) -> std::io::Result<()> {
 
     let mut results = Results::default();
 
+    // CPython is looked for once, for the cases that run it.
+    let python = if settings.runs('c') || settings.runs('e') {
+        match python_version(&settings.python) {
+            Ok(version) => {
+                setup.push(format!(
+                    "CPython {version} (`{}`).",
+                    settings.python.display()
+                ));
+                Ok(settings.python.as_path())
+            }
+            Err(e) => {
+                let note = format!("`{}` could not be run ({e})", settings.python.display());
+                eprintln!("sync_pingpong: {note}");
+                Err(note)
+            }
+        }
+    } else {
+        Err("not asked for".to_string())
+    };
+
+    let python = python.as_ref().map(|p| *p).map_err(String::as_str);
     if settings.runs('a') || settings.runs('c') {
-        latency_case(settings, &server, &mut results);
+        latency_case(settings, &server, python, &mut results);
     }
     if settings.runs('b') {
         throughput_case(settings, &server, &mut results);
     }
     if settings.runs('d') {
         accuracy_case(settings, &server, &mut results);
+    }
+    if settings.runs('e') {
+        crowd_case(settings, &server, python, &mut results);
     }
     if !server.alive() {
         setup.push(
@@ -277,8 +363,14 @@ fn run(settings: &Settings, full: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Cases a and c: one connection per run, rounds interleaved.
-fn latency_case(settings: &Settings, server: &Server, results: &mut Results) {
+/// Cases a and c: one connection per run, rounds interleaved. `python` is
+/// CPython's path, or why it cannot be run.
+fn latency_case(
+    settings: &Settings,
+    server: &Server,
+    python: Result<&Path, &str>,
+    results: &mut Results,
+) {
     // CPython is compared with the facade in the same rounds, so case c
     // brings case a with it.
     let mut peers: Vec<LatencyRounds> = Client::ALL
@@ -289,27 +381,22 @@ fn latency_case(settings: &Settings, server: &Server, results: &mut Results) {
         })
         .collect();
     let python = if settings.runs('c') {
-        match python_version(&settings.python) {
-            Ok(version) => {
-                results.python_note = Some(format!(
-                    "CPython {version} (`{}`); its latencies are measured inside the interpreter \
-                     with `time.perf_counter_ns`, its CPU time with `resource.getrusage`; server CPU \
-                     includes its warm-up.",
-                    settings.python.display()
-                ));
+        match python {
+            Ok(python) => {
+                results.python_note = Some(
+                    "Its latencies are measured inside the interpreter with \
+                     `time.perf_counter_ns`, its CPU time with `resource.getrusage`; server CPU \
+                     includes its warm-up."
+                        .to_string(),
+                );
                 peers.push(LatencyRounds {
-                    name: "CPython socket, settimeout(5)".to_string(),
+                    name: PY_NAME.to_string(),
                     runs: Vec::new(),
                 });
-                Some(&settings.python)
+                Some(python)
             }
-            Err(e) => {
-                let note = format!(
-                    "`{}` could not be run ({e}); case c skipped.",
-                    settings.python.display()
-                );
-                eprintln!("sync_pingpong: {note}");
-                results.python_note = Some(note);
+            Err(note) => {
+                results.python_note = Some(format!("{note}; case c skipped."));
                 None
             }
         }
@@ -366,16 +453,26 @@ fn log_latency(round: usize, name: &str, run: &std::io::Result<clients::Latency>
     }
 }
 
-/// Case b: many threads at once, rounds interleaved.
-fn throughput_case(settings: &Settings, server: &Server, results: &mut Results) {
+/// Cases b and e: `threads` client threads at once, each with its own
+/// connection; facade, std and (if `python`) CPython in turn, rounds
+/// interleaved.
+fn throughput_rounds(
+    settings: &Settings,
+    server: &Server,
+    case: char,
+    threads: usize,
+    python: Option<&Path>,
+) -> ThroughputCase {
     eprintln!(
-        "case b: {} connections, {SIZE} B, {:?} warm-up + {:?} counted, {} rounds",
-        settings.threads, settings.many_warmup, settings.window, settings.rounds
+        "case {case}: {threads} connections, {SIZE} B, {:?} warm-up + {:?} counted, {} rounds",
+        settings.many_warmup, settings.window, settings.rounds
     );
     let mut peers: Vec<ThroughputRounds> = Client::ALL
         .iter()
-        .map(|c| ThroughputRounds {
-            name: c.name().to_string(),
+        .map(|c| c.name())
+        .chain(python.map(|_| PY_NAME))
+        .map(|name| ThroughputRounds {
+            name: name.to_string(),
             runs: Vec::new(),
         })
         .collect();
@@ -385,31 +482,104 @@ fn throughput_case(settings: &Settings, server: &Server, results: &mut Results) 
                 client,
                 server,
                 SIZE,
-                settings.threads,
+                threads,
                 settings.many_warmup,
                 settings.window,
             );
-            match &run {
-                Ok(t) => eprintln!(
-                    "  round {round} {:<32} {:>9.0} rt/s  cpu {:>5.2} us/rt",
-                    peer.name,
-                    t.rtts_per_sec,
-                    t.client_cpu.as_secs_f64() * 1e6
-                ),
-                Err(e) => eprintln!("  round {round} {:<32} FAILED: {e}", peer.name),
-            }
+            log_throughput(round, &peer.name, &run);
+            peer.runs.push(run.ok());
+        }
+        if let (Some(python), Some(peer)) = (python, peers.get_mut(Client::ALL.len())) {
+            let run = clients::python_crowd(
+                python,
+                PY_SCRIPT,
+                server,
+                SIZE,
+                threads,
+                settings.many_warmup,
+                settings.window,
+            );
+            log_throughput(round, &peer.name, &run);
             peer.runs.push(run.ok());
         }
     }
-    results.throughput_head = format!(
-        "{} client threads, each with its own connection, {SIZE}-byte closed-loop ping-pong; \
-         {:.1} s warm-up then {:.1} s counted per run; {} rounds interleaved; medians over rounds.",
-        settings.threads,
+    ThroughputCase { threads, peers }
+}
+
+fn log_throughput(round: usize, name: &str, run: &std::io::Result<clients::Throughput>) {
+    let show = |v: Option<i64>| v.map_or("?".to_string(), |v| format!("{v:+}"));
+    match run {
+        Ok(t) => eprintln!(
+            "  round {round} {name:<32} {:>9.0} rt/s  cpu {:>5.2} us/rt  {} threads  {} fds beyond sockets",
+            t.rtts_per_sec,
+            t.client_cpu.as_secs_f64() * 1e6,
+            show(t.added_threads),
+            show(t.extra_fds)
+        ),
+        Err(e) => eprintln!("  round {round} {name:<32} FAILED: {e}"),
+    }
+}
+
+/// What cases b and e say of how they count.
+fn throughput_head(settings: &Settings, threads: &str, peers: &str) -> String {
+    format!(
+        "{threads} client threads, each with its own connection, {SIZE}-byte closed-loop \
+         ping-pong, all at once; {} s warm-up then {} s counted per run; {} rounds \
+         interleaved ({peers}); medians over rounds. Census at the middle of the counted window: \
+         the client process's threads and open descriptors (`/proc/self/task`, `/proc/self/fd`) \
+         minus those before the run's sockets were opened; \"descriptors beyond sockets\" \
+         subtracts one per connection too, so it is what the client side adds on its own (0 for \
+         std; for the facade, what its driver adds, including its one-time descriptors in the \
+         run that creates it, which the median over rounds outvotes).",
         settings.many_warmup.as_secs_f64(),
         settings.window.as_secs_f64(),
         settings.rounds
+    )
+}
+
+/// Case b: many threads at once, rounds interleaved.
+fn throughput_case(settings: &Settings, server: &Server, results: &mut Results) {
+    let case = throughput_rounds(settings, server, 'b', settings.threads, None);
+    results.throughput_head =
+        throughput_head(settings, &settings.threads.to_string(), "facade, std");
+    results.throughput = Some(case);
+}
+
+/// Case e: case b's run with each crowd size in turn, CPython too if it
+/// can be run.
+fn crowd_case(
+    settings: &Settings,
+    server: &Server,
+    python: Result<&Path, &str>,
+    results: &mut Results,
+) {
+    let sizes = settings
+        .crowd
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", then ");
+    results.crowd_python_note = Some(match python {
+        Ok(_) => "CPython runs the same pattern in its own process (`py_pingpong.py crowd`: \
+             `threading` threads, `settimeout(5)`, `sendall` and a `recv` loop), its CPU time \
+             from `resource.getrusage`, the server's from `/proc/<pid>/stat` over its window, \
+             its census from its own `/proc/self`."
+            .to_string(),
+        Err(note) => format!("CPython skipped: {note}."),
+    });
+    results.crowd_head = throughput_head(
+        settings,
+        &sizes,
+        if python.is_ok() {
+            "facade, std, CPython"
+        } else {
+            "facade, std"
+        },
     );
-    results.throughput = peers;
+    for &threads in &settings.crowd {
+        let case = throughput_rounds(settings, server, 'e', threads, python.ok());
+        results.crowd.push(case);
+    }
 }
 
 /// Case d: many timeouts at once.

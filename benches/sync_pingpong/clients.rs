@@ -1,6 +1,7 @@
 //! The ping-pong clients: `ontime::sync` in timeout mode, std with socket
 //! timeouts, and CPython's `socket` in timeout mode; one connection at a
-//! time (latency) or many threads at once (throughput).
+//! time (latency) or many threads at once (throughput: cases b and e, the
+//! latter with CPython too).
 
 use std::io::{self, Read, Write};
 use std::net::{self, SocketAddr};
@@ -225,6 +226,52 @@ pub(crate) struct Throughput {
     pub(crate) rtts_per_sec: f64,
     pub(crate) client_cpu: Duration,
     pub(crate) server_cpu: Duration,
+    /// Client threads of the run, one connection each.
+    pub(crate) clients: usize,
+    /// Descriptors the client process had open at the middle of the counted
+    /// window, minus those it had before the run's sockets were opened,
+    /// minus one per connection: what the client side adds beyond its
+    /// sockets. `None` if `/proc` could not tell.
+    pub(crate) extra_fds: Option<i64>,
+    /// Threads of the client process at the middle of the window, minus
+    /// those it had before the run: the client threads plus any the client
+    /// side starts on its own. `None` if `/proc` could not tell.
+    pub(crate) added_threads: Option<i64>,
+}
+
+/// What the client process had open, and how many threads it ran, at one
+/// moment; `None` where `/proc` could not tell.
+#[derive(Clone, Copy, Debug)]
+struct Census {
+    fds: Option<usize>,
+    threads: Option<usize>,
+}
+
+impl Census {
+    /// Before a run: descriptors once they have stopped changing.
+    fn before() -> Census {
+        Census {
+            fds: sys::settled_fds().ok(),
+            threads: sys::thread_count().ok(),
+        }
+    }
+
+    fn now() -> Census {
+        Census {
+            fds: sys::open_fds().ok(),
+            threads: sys::thread_count().ok(),
+        }
+    }
+
+    /// `(extra_fds, added_threads)` of [`Throughput`], from this census at
+    /// the middle of the window, `before` the run, and its `connections`.
+    fn added(self, before: Census, connections: usize) -> (Option<i64>, Option<i64>) {
+        let diff = |mid: Option<usize>, before: Option<usize>| Some(mid? as i64 - before? as i64);
+        (
+            diff(self.fds, before.fds).map(|d| d - connections as i64),
+            diff(self.threads, before.threads),
+        )
+    }
 }
 
 /// A round-trip counter alone on its cache line, so that threads counting
@@ -234,7 +281,8 @@ pub(crate) struct Throughput {
 struct Counter(AtomicU64);
 
 /// `threads` threads, each with its own connection, ping-pong at once for
-/// `warmup` and then `window`; counts the round trips of the window.
+/// `warmup` and then `window`; counts the round trips of the window, and
+/// takes a census of descriptors and threads at its middle (cases b and e).
 pub(crate) fn many_connections(
     client: Client,
     server: &Server,
@@ -243,6 +291,7 @@ pub(crate) fn many_connections(
     warmup: Duration,
     window: Duration,
 ) -> io::Result<Throughput> {
+    let before = Census::before();
     // Connect first, so that no thread is still connecting while others count.
     let conns = (0..threads)
         .map(|_| client.connect(server.addr))
@@ -299,7 +348,11 @@ pub(crate) fn many_connections(
     thread::sleep(warmup);
     let (rtts_before, cpu_before, server_before, t0) =
         (count(), sys::self_cpu(), server.cpu(), Instant::now());
-    thread::sleep(window);
+    // The census is read inside the window, so its (small) CPU cost counts.
+    let half = window / 2;
+    thread::sleep(half);
+    let mid = Census::now();
+    thread::sleep(window.saturating_sub(t0.elapsed()));
     let (rtts_after, cpu_after, server_after, elapsed) =
         (count(), sys::self_cpu(), server.cpu(), t0.elapsed());
     stop.store(true, Ordering::Relaxed);
@@ -315,9 +368,64 @@ pub(crate) fn many_connections(
         return Err(e);
     }
     let rtts = rtts_after - rtts_before;
+    let (extra_fds, added_threads) = mid.added(before, threads);
     Ok(Throughput {
         rtts_per_sec: rtts as f64 / elapsed.as_secs_f64(),
         client_cpu: per_rtt(cpu_after.saturating_sub(cpu_before), rtts),
         server_cpu: per_rtt(server_after.saturating_sub(server_before), rtts),
+        clients: threads,
+        extra_fds,
+        added_threads,
+    })
+}
+
+/// Case e's CPython peer: `benches/py_pingpong.py crowd`, run with
+/// `python`, does in its own process what [`many_connections`] does here,
+/// `threads` threads of the `threading` module, and reports the same
+/// measures (its CPU time from `resource.getrusage`, the server's from
+/// `/proc/<pid>/stat`, its census from its own `/proc/self`).
+pub(crate) fn python_crowd(
+    python: &Path,
+    script: &str,
+    server: &Server,
+    size: usize,
+    threads: usize,
+    warmup: Duration,
+    window: Duration,
+) -> io::Result<Throughput> {
+    let mut command = Command::new(python);
+    command
+        .arg("-c")
+        .arg(script)
+        .arg("crowd")
+        .arg(server.addr.ip().to_string())
+        .arg(server.addr.port().to_string())
+        .arg(threads.to_string())
+        .arg(warmup.as_secs_f64().to_string())
+        .arg(window.as_secs_f64().to_string())
+        .arg(size.to_string())
+        .arg(TIMEOUT.as_secs_f64().to_string())
+        .arg(server.pid().to_string());
+    let out = sys::output_within(command, PYTHON_LIMIT)?;
+    let field = |key: &str| -> io::Result<i64> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| io::Error::other(format!("no {key} line from the CPython client")))
+    };
+    let rtts = field("rtts")?.max(0) as u64;
+    let window_ns = field("window_ns")?.max(1) as u64;
+    let nanos =
+        |key: &str| -> io::Result<Duration> { Ok(Duration::from_nanos(field(key)?.max(0) as u64)) };
+    // A census line is -1 where the script's `/proc` could not tell.
+    let census = |key: &str| field(key).ok().filter(|&v| v >= 0);
+    let diff = |mid: &str, before: &str| Some(census(mid)? - census(before)?);
+    Ok(Throughput {
+        rtts_per_sec: rtts as f64 / Duration::from_nanos(window_ns).as_secs_f64(),
+        client_cpu: per_rtt(nanos("cpu_ns")?, rtts),
+        server_cpu: per_rtt(nanos("server_cpu_ns")?, rtts),
+        clients: threads,
+        extra_fds: diff("fds_mid", "fds_before").map(|d| d - threads as i64),
+        added_threads: diff("threads_mid", "threads_before"),
     })
 }

@@ -87,6 +87,112 @@ impl ThroughputRounds {
     fn median_of(&self, f: impl Fn(&Throughput) -> f64) -> f64 {
         median(self.runs.iter().flatten().map(f).collect())
     }
+
+    /// Per-round ratios `self / base` of `f`, rounds where both ran.
+    fn ratios(&self, base: &ThroughputRounds, f: impl Fn(&Throughput) -> f64) -> Vec<f64> {
+        self.runs
+            .iter()
+            .zip(&base.runs)
+            .filter_map(|(a, b)| Some(f(a.as_ref()?) / f(b.as_ref()?)))
+            .collect()
+    }
+
+    /// A census count over rounds: the median, with the range when the
+    /// rounds disagree.
+    fn census(&self, f: impl Fn(&Throughput) -> Option<i64>) -> String {
+        let values: Vec<i64> = self.runs.iter().flatten().filter_map(f).collect();
+        let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max()) else {
+            return "n/a".to_string();
+        };
+        let m = show(median(values.iter().map(|&v| v as f64).collect()), 1);
+        let m = m.strip_suffix(".0").unwrap_or(&m).to_string();
+        if lo == hi {
+            m
+        } else {
+            format!("{m} ({lo} to {hi})")
+        }
+    }
+
+    /// Median over rounds of the descriptors beyond sockets per client thread.
+    fn fds_per_thread(&self) -> f64 {
+        median(
+            self.runs
+                .iter()
+                .flatten()
+                .filter_map(|t| Some(t.extra_fds? as f64 / t.clients.max(1) as f64))
+                .collect(),
+        )
+    }
+
+    fn failed(&self) -> usize {
+        self.runs.iter().filter(|r| r.is_none()).count()
+    }
+}
+
+/// One throughput case: its client thread count and its peers, facade and
+/// std first, then CPython if it ran.
+#[derive(Debug)]
+pub(crate) struct ThroughputCase {
+    pub(crate) threads: usize,
+    pub(crate) peers: Vec<ThroughputRounds>,
+}
+
+/// The table of cases b and e: a row per case and peer.
+fn throughput_table(out: &mut String, cases: &[ThroughputCase]) {
+    let _ = writeln!(
+        out,
+        "| client threads | client | round trips/s | client CPU us/rt | server CPU us/rt | \
+         process threads added | descriptors beyond sockets | per waiting thread | runs |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for case in cases {
+        for peer in &case.peers {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+                case.threads,
+                peer.name,
+                show(peer.median_of(|t| t.rtts_per_sec), 0),
+                show(peer.median_of(|t| micros(t.client_cpu)), 2),
+                show(peer.median_of(|t| micros(t.server_cpu)), 2),
+                peer.census(|t| t.added_threads),
+                peer.census(|t| t.extra_fds),
+                show(peer.fds_per_thread(), 3),
+                peer.runs.iter().flatten().count(),
+                peer.runs.len()
+            );
+        }
+    }
+}
+
+/// The loud warnings of a throughput case: failed runs, and a std census
+/// that is not zero (something else opened or closed descriptors meanwhile).
+fn throughput_warnings(label: &str, case: &ThroughputCase, warnings: &mut Vec<String>) {
+    for peer in &case.peers {
+        let failed = peer.failed();
+        if failed > 0 {
+            warnings.push(format!(
+                "case {label}, {} threads: {failed} run(s) of {} failed",
+                case.threads, peer.name
+            ));
+        }
+    }
+    if let Some(std) = case.peers.get(1) {
+        let off: Vec<i64> = std
+            .runs
+            .iter()
+            .flatten()
+            .filter_map(|t| t.extra_fds)
+            .filter(|&d| d != 0)
+            .collect();
+        if !off.is_empty() {
+            warnings.push(format!(
+                "case {label}, {} threads: std's descriptors beyond sockets were {off:?}, not 0: \
+                 the census was disturbed",
+                case.threads
+            ));
+        }
+    }
 }
 
 /// Pooled waits of one peer of the timeout case.
@@ -116,11 +222,16 @@ pub(crate) struct Results {
     pub(crate) latency_head: String,
     pub(crate) python_note: Option<String>,
     /// Case b: facade, std.
-    pub(crate) throughput: Vec<ThroughputRounds>,
+    pub(crate) throughput: Option<ThroughputCase>,
     pub(crate) throughput_head: String,
     /// Case d: facade, std.
     pub(crate) accuracy: Vec<AccuracyRows>,
     pub(crate) accuracy_head: String,
+    /// Case e, one per crowd size, ascending: facade, std, then CPython if
+    /// it ran.
+    pub(crate) crowd: Vec<ThroughputCase>,
+    pub(crate) crowd_head: String,
+    pub(crate) crowd_python_note: Option<String>,
 }
 
 fn list(values: &[f64]) -> String {
@@ -234,64 +345,40 @@ pub(crate) fn markdown(setup: &Setup, results: &Results) -> (String, Vec<String>
         }
     }
 
-    if let [facade, std] = results.throughput.as_slice() {
-        let _ = writeln!(
-            out,
-            "## b. Many connections at once, 64-byte ping-pong\n\n{}\n",
-            results.throughput_head
-        );
-        let _ = writeln!(
-            out,
-            "| client | round trips/s | client CPU us/rt | server CPU us/rt | runs |\n|---|---:|---:|---:|---:|"
-        );
-        for peer in [facade, std] {
+    if let Some(case @ ThroughputCase { peers, .. }) = &results.throughput {
+        if let [facade, std, ..] = peers.as_slice() {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {}/{} |",
-                peer.name,
-                show(peer.median_of(|t| t.rtts_per_sec), 0),
-                show(peer.median_of(|t| micros(t.client_cpu)), 2),
-                show(peer.median_of(|t| micros(t.server_cpu)), 2),
-                peer.runs.iter().flatten().count(),
-                peer.runs.len()
+                "## b. Many connections at once, 64-byte ping-pong\n\n{}\n",
+                results.throughput_head
             );
-            let failed = peer.runs.iter().filter(|r| r.is_none()).count();
-            if failed > 0 {
-                warnings.push(format!("case b: {failed} run(s) of {} failed", peer.name));
-            }
+            throughput_table(&mut out, std::slice::from_ref(case));
+            throughput_warnings("b", case, &mut warnings);
+            let tput = facade.ratios(std, |t| t.rtts_per_sec);
+            let cpu = facade.ratios(std, |t| t.client_cpu.as_secs_f64());
+            let m = median(tput.clone());
+            let _ = writeln!(
+                out,
+                "\n| facade / std (median of per-round ratios) | value | goal | |\n|---|---:|---:|---|"
+            );
+            let _ = writeln!(
+                out,
+                "| round trips/s | {} | >= {GOAL_THROUGHPUT:.2}x | {} |",
+                ratio(m),
+                verdict(m >= GOAL_THROUGHPUT, m)
+            );
+            let _ = writeln!(
+                out,
+                "| client CPU per round trip | {} | | |",
+                ratio(median(cpu.clone()))
+            );
+            let _ = writeln!(
+                out,
+                "\nPer round, facade / std: round trips/s [{}]; client CPU [{}].\n",
+                list(&tput),
+                list(&cpu)
+            );
         }
-        let per_round = |f: &dyn Fn(&Throughput) -> f64| -> Vec<f64> {
-            facade
-                .runs
-                .iter()
-                .zip(&std.runs)
-                .filter_map(|(a, b)| Some(f(a.as_ref()?) / f(b.as_ref()?)))
-                .collect()
-        };
-        let tput = per_round(&|t| t.rtts_per_sec);
-        let cpu = per_round(&|t| t.client_cpu.as_secs_f64());
-        let m = median(tput.clone());
-        let _ = writeln!(
-            out,
-            "\n| facade / std (median of per-round ratios) | value | goal | |\n|---|---:|---:|---|"
-        );
-        let _ = writeln!(
-            out,
-            "| round trips/s | {} | >= {GOAL_THROUGHPUT:.2}x | {} |",
-            ratio(m),
-            verdict(m >= GOAL_THROUGHPUT, m)
-        );
-        let _ = writeln!(
-            out,
-            "| client CPU per round trip | {} | | |",
-            ratio(median(cpu.clone()))
-        );
-        let _ = writeln!(
-            out,
-            "\nPer round, facade / std: round trips/s [{}]; client CPU [{}].\n",
-            list(&tput),
-            list(&cpu)
-        );
     }
 
     if !results.accuracy.is_empty() {
@@ -345,6 +432,10 @@ pub(crate) fn markdown(setup: &Setup, results: &Results) -> (String, Vec<String>
         let _ = writeln!(out);
     }
 
+    if !results.crowd.is_empty() {
+        crowd_section(&mut out, results, &mut warnings);
+    }
+
     if !warnings.is_empty() {
         let _ = writeln!(out, "## Warnings\n");
         for warning in &warnings {
@@ -353,4 +444,113 @@ pub(crate) fn markdown(setup: &Setup, results: &Results) -> (String, Vec<String>
         let _ = writeln!(out);
     }
     (out, warnings)
+}
+
+/// Case e: the table of every crowd size, the ratios per size, and how each
+/// peer's throughput and CPU per round trip change from the smallest crowd
+/// to the largest.
+fn crowd_section(out: &mut String, results: &Results, warnings: &mut Vec<String>) {
+    let _ = writeln!(
+        out,
+        "## e. A crowd: threads far outnumbering the cores, 64-byte ping-pong\n\n{}\n",
+        results.crowd_head
+    );
+    throughput_table(out, &results.crowd);
+    for case in &results.crowd {
+        throughput_warnings("e", case, warnings);
+    }
+    let python = results.crowd.iter().any(|c| c.peers.len() > 2);
+    let _ = writeln!(
+        out,
+        "\n| client threads | round trips/s, facade / std | client CPU/rt, facade / std |{}\n|---:|---:|---:|{}",
+        if python {
+            " round trips/s, CPython / facade | client CPU/rt, CPython / facade |"
+        } else {
+            ""
+        },
+        if python { "---:|---:|" } else { "" }
+    );
+    let mut per_round = Vec::new();
+    for case in &results.crowd {
+        let [facade, std, rest @ ..] = case.peers.as_slice() else {
+            continue;
+        };
+        let tput = facade.ratios(std, |t| t.rtts_per_sec);
+        let cpu = facade.ratios(std, |t| t.client_cpu.as_secs_f64());
+        let _ = write!(
+            out,
+            "| {} | {} | {} |",
+            case.threads,
+            ratio(median(tput.clone())),
+            ratio(median(cpu.clone()))
+        );
+        let mut line = format!(
+            "{} threads, facade / std: round trips/s [{}]; client CPU [{}]",
+            case.threads,
+            list(&tput),
+            list(&cpu)
+        );
+        if python {
+            match rest.first() {
+                Some(py) => {
+                    let py_tput = py.ratios(facade, |t| t.rtts_per_sec);
+                    let py_cpu = py.ratios(facade, |t| t.client_cpu.as_secs_f64());
+                    let _ = write!(
+                        out,
+                        " {} | {} |",
+                        ratio(median(py_tput.clone())),
+                        ratio(median(py_cpu.clone()))
+                    );
+                    let _ = write!(
+                        line,
+                        "; CPython / facade: round trips/s [{}]; client CPU [{}]",
+                        list(&py_tput),
+                        list(&py_cpu)
+                    );
+                }
+                None => {
+                    let _ = write!(out, " n/a | n/a |");
+                }
+            }
+        }
+        let _ = writeln!(out);
+        per_round.push(line);
+    }
+    let _ = writeln!(out, "\nPer round (the ratios above are their medians):\n");
+    for line in &per_round {
+        let _ = writeln!(out, "- {line}.");
+    }
+    let _ = writeln!(out);
+
+    if let (Some(small), Some(large)) = (results.crowd.first(), results.crowd.last()) {
+        if large.threads > small.threads {
+            let _ = writeln!(
+                out,
+                "From {} to {} threads ({}x as many waiting threads), large / small, medians:\n\n\
+                 | client | round trips/s | client CPU/rt | descriptors beyond sockets per thread |\n\
+                 |---|---:|---:|---:|",
+                small.threads,
+                large.threads,
+                show(large.threads as f64 / small.threads as f64, 0)
+            );
+            for (s, l) in small.peers.iter().zip(&large.peers) {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} -> {} |",
+                    s.name,
+                    ratio(l.median_of(|t| t.rtts_per_sec) / s.median_of(|t| t.rtts_per_sec)),
+                    ratio(
+                        l.median_of(|t| micros(t.client_cpu))
+                            / s.median_of(|t| micros(t.client_cpu))
+                    ),
+                    show(s.fds_per_thread(), 3),
+                    show(l.fds_per_thread(), 3)
+                );
+            }
+            let _ = writeln!(out);
+        }
+    }
+    if let Some(note) = &results.crowd_python_note {
+        let _ = writeln!(out, "{note}\n");
+    }
 }

@@ -3,6 +3,10 @@
 //!
 //! It echoes whatever it reads and never sends on its own, so the same
 //! server also holds the idle connections of the timeout-accuracy case.
+//! One thread per connection, each with a small stack, and the descriptor
+//! limit raised as far as the hard limit lets it ([`SERVER_NOFILE`]): the
+//! crowd case holds hundreds of connections at once, the timeout case a
+//! thousand.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,10 +23,27 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 const CONN_STACK: usize = 64 * 1024;
 /// Size of one read: more than any message of the comparison.
 const READ_CHUNK: usize = 4096;
+/// Descriptors the server asks for: well above the connections any case
+/// opens at once (`SYNC_IDLE` and `SYNC_CROWD` are at most 20000 and 4096).
+/// The bench raises its own limit before starting the server, which
+/// inherits it; this covers `sync_pingpong serve` run by hand.
+const SERVER_NOFILE: u64 = 32 * 1024;
+/// Below this limit the server warns: the default cases need about 1000.
+const NOFILE_LOW: u64 = 4096;
 
 /// Binds `127.0.0.1:0`, prints `listening on ADDR`, and serves until
 /// killed (or [`LIFETIME`] passes).
 pub(crate) fn serve() -> io::Result<()> {
+    match crate::sys::raise_nofile(SERVER_NOFILE) {
+        Ok(limit) if limit < NOFILE_LOW => {
+            eprintln!(
+                "sync_pingpong serve: RLIMIT_NOFILE is {limit} (the hard limit): \
+                 the crowd and timeout cases may run out of descriptors"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("sync_pingpong serve: cannot raise RLIMIT_NOFILE: {e}"),
+    }
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;

@@ -1,6 +1,7 @@
 //! The operating-system calls the comparison needs: CPU affinity, CPU time
 //! (this process's from `getrusage`, a child's from `/proc`), the
-//! descriptor limit, and a server child process that never outlives a run.
+//! descriptor limit, this process's open descriptors and threads, and a
+//! server child process that never outlives a run.
 
 use std::io::{self, Read};
 use std::process::{Command, Stdio};
@@ -24,6 +25,46 @@ pub(crate) fn self_cpu() -> Duration {
     }
     let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// Entries of a `/proc/self` directory (`fd`, `task`). The directory's own
+/// descriptor, open while it is read, is among the `fd` entries: every
+/// count has it, so differences do not.
+fn proc_entries(dir: &str) -> io::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(format!("/proc/self/{dir}"))? {
+        entry?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Descriptors this process has open now.
+pub(crate) fn open_fds() -> io::Result<usize> {
+    proc_entries("fd")
+}
+
+/// Threads of this process now, main thread included.
+pub(crate) fn thread_count() -> io::Result<usize> {
+    proc_entries("task")
+}
+
+/// [`open_fds`] once it has stopped changing (two reads `SETTLE_STEP`
+/// apart agree, within `SETTLE_LIMIT`): a socket of the run before may
+/// still be closing, and counted, it would be charged to this run.
+pub(crate) fn settled_fds() -> io::Result<usize> {
+    const SETTLE_STEP: Duration = Duration::from_millis(10);
+    const SETTLE_LIMIT: usize = 100;
+    let mut last = open_fds()?;
+    for _ in 0..SETTLE_LIMIT {
+        std::thread::sleep(SETTLE_STEP);
+        let now = open_fds()?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
 }
 
 impl Server {
