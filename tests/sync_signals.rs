@@ -5,18 +5,30 @@
 //! Its own test binary: it installs a process-wide `SIGUSR1` handler without
 //! `SA_RESTART`, so that every system call the signal lands in really
 //! returns `EINTR`.
+//!
+//! The signals keep coming, every [`EVERY`], until every call under test
+//! has returned, so that a deadline restarted (or pushed back) by a signal
+//! shows: such a call would not return while the signals come, and the
+//! bound on how late it may be ([`SIGNAL_LATE`]) catches it.
 
 mod common;
 
 use std::cell::Cell;
-use std::io::{ErrorKind, Read, Write};
+use std::fs;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Once};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{assert_timed_out, assert_timed_out_error, watchdog, WATCHDOG};
-use ontime::sync::{create_connection, TcpListener, TcpStream};
+use common::{
+    assert_timed_out, assert_timed_out_error, assert_waiting, timed, watchdog, MUST_SUCCEED,
+    WATCHDOG,
+};
+use ontime::sync::{create_connection, select, TcpListener, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
 
 thread_local! {
     /// Signals delivered to this thread so far, to show that a test really
@@ -68,26 +80,149 @@ fn current_tid() -> Tid {
     Tid(unsafe { libc::pthread_self() })
 }
 
-/// Sends `SIGUSR1` to each of `targets` every 10 ms until `stop` is set.
-fn pester(targets: Vec<Tid>, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
+/// How often the calls under test get `SIGUSR1`.
+const EVERY: Duration = Duration::from_millis(10);
+/// How long the signals come at most, whatever the calls do: a call whose
+/// deadline restarts on every signal returns only after this (plus its
+/// timeout), far past [`SIGNAL_LATE`]. Below the watchdog.
+const PESTER_LIMIT: Duration = Duration::from_secs(5);
+/// How late a call in timeout mode may return under signals: `T + 700 ms`,
+/// tighter than the contract's loose `T + max(1 s, T)`. A deadline restarted
+/// on each signal never passes while they come every [`EVERY`], so the call
+/// returns only when the signals stop, at [`PESTER_LIMIT`]; and any other
+/// extension by the signals of more than 700 ms in all fails too. The 700 ms
+/// are for scheduling on a loaded 2-core machine, where the waiters, the
+/// thread signalling them and other tests' threads share the cores; a
+/// correct call is late by a few milliseconds.
+const SIGNAL_LATE: Duration = Duration::from_millis(700);
+/// The fewest signals a call that waits [`T`] must have got for its test to
+/// show anything (about `T / EVERY` come; a loaded machine delays some).
+const MIN_DELIVERED: usize = 3;
+/// The timeout under test.
+const T: Duration = Duration::from_millis(300);
+/// `SO_SNDBUF` and `SO_RCVBUF` for the test that fills buffers.
+const SMALL_BUFFER: usize = 64 * 1024;
+
+/// Sends `SIGUSR1` to each of `targets` every [`EVERY`] until `stop` is set,
+/// for at most [`PESTER_LIMIT`].
+fn pester(targets: Vec<Tid>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
-        let mut sent = 0;
-        // Bounded: at most 30 s of pestering whatever the test does.
-        for _ in 0..3000 {
+        // Bounded by count; each round sleeps at least EVERY.
+        for _ in 0..PESTER_LIMIT.as_millis() / EVERY.as_millis() {
             if stop.load(Ordering::Acquire) {
                 break;
             }
             for tid in &targets {
                 // SAFETY: the target threads outlive the pestering: each
-                // waits on a barrier that the test passes only after
+                // waits on a barrier that `under_signals` passes only after
                 // setting `stop` and joining us.
                 unsafe { libc::pthread_kill(tid.0, libc::SIGUSR1) };
-                sent += 1;
             }
-            thread::sleep(Duration::from_millis(10));
+            thread::sleep(EVERY);
         }
-        sent
     })
+}
+
+/// What a call made under signals did.
+struct Pestered<R> {
+    result: R,
+    elapsed: Duration,
+    /// Signals its thread got during the call.
+    delivered: usize,
+}
+
+/// Runs each of `calls` on a thread of its own, all at once, while every one
+/// of those threads gets `SIGUSR1` every [`EVERY`], from before the calls
+/// start until all of them have returned (or [`PESTER_LIMIT`] has passed);
+/// returns what each call did, in order. A panic in a call is passed on.
+fn under_signals<R, F>(calls: Vec<F>) -> Vec<Pestered<R>>
+where
+    R: Send,
+    F: FnOnce() -> R + Send,
+{
+    install_handler();
+    let n = calls.len();
+    let go = Barrier::new(n + 1);
+    // Passed once the pestering has stopped: no signal is sent to a thread
+    // that has exited.
+    let release = Barrier::new(n + 1);
+    let (tids_tx, tids_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::scope(|s| {
+        let threads: Vec<_> = calls
+            .into_iter()
+            .map(|call| {
+                let (tids_tx, done_tx) = (tids_tx.clone(), done_tx.clone());
+                let (go, release) = (&go, &release);
+                s.spawn(move || {
+                    tids_tx.send(current_tid()).unwrap();
+                    go.wait();
+                    let before = delivered_here();
+                    let outcome = panic::catch_unwind(AssertUnwindSafe(|| timed(call)));
+                    let delivered = delivered_here() - before;
+                    done_tx.send(()).unwrap();
+                    release.wait();
+                    match outcome {
+                        Ok((result, elapsed)) => Pestered {
+                            result,
+                            elapsed,
+                            delivered,
+                        },
+                        Err(payload) => panic::resume_unwind(payload),
+                    }
+                })
+            })
+            .collect();
+        let tids: Vec<Tid> = (0..n).map(|_| tids_rx.recv().unwrap()).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let pesterer = pester(tids, Arc::clone(&stop));
+        go.wait();
+        // Signals until the last call has returned.
+        for _ in 0..n {
+            done_rx.recv().unwrap();
+        }
+        stop.store(true, Ordering::Release);
+        pesterer.join().unwrap();
+        release.wait();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|p| panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// Checks that a call in timeout mode with timeout `t`, made under signals,
+/// timed out (never `Interrupted`), never early and at most [`SIGNAL_LATE`]
+/// late, and that signals really reached it.
+#[track_caller]
+fn check_timed_out_under_signals<R: std::fmt::Debug>(
+    what: &str,
+    t: Duration,
+    outcome: Pestered<io::Result<R>>,
+) {
+    let e = match outcome.result {
+        Ok(value) => panic!("{what}: expected TimedOut, got Ok({value:?})"),
+        Err(e) => e,
+    };
+    assert_ne!(
+        e.kind(),
+        ErrorKind::Interrupted,
+        "{what}: a signal surfaced"
+    );
+    assert_timed_out_error(&e);
+    // The tight bound first, for its message; then never early.
+    assert!(
+        outcome.elapsed <= t + SIGNAL_LATE,
+        "{what}: the signals extended the deadline: returned after {:?}, the timeout was {t:?} (limit {:?})",
+        outcome.elapsed,
+        t + SIGNAL_LATE
+    );
+    assert_timed_out(outcome.elapsed, t);
+    assert!(
+        outcome.delivered >= MIN_DELIVERED,
+        "{what}: only {} signals reached the call, the test proved nothing",
+        outcome.delivered
+    );
 }
 
 /// A connected pair: (client, server side).
@@ -98,101 +233,132 @@ fn pair(timeout: Option<Duration>) -> (TcpStream, TcpStream) {
     (client, server)
 }
 
+/// A connected pair whose buffers are shrunk to [`SMALL_BUFFER`] before
+/// connecting, so that a peer that does not read stops a send quickly. Both
+/// are blocking.
+fn small_buffer_pair() -> (TcpStream, TcpStream) {
+    let shrunk = || {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        socket.set_recv_buffer_size(SMALL_BUFFER).unwrap();
+        socket.set_send_buffer_size(SMALL_BUFFER).unwrap();
+        socket
+    };
+    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let listen = shrunk();
+    listen.bind(&any.into()).unwrap();
+    listen.listen(16).unwrap();
+    let listener = TcpListener::from(std::net::TcpListener::from(listen));
+    let connect = shrunk();
+    connect
+        .connect(&listener.local_addr().unwrap().into())
+        .unwrap();
+    let client = TcpStream::from(std::net::TcpStream::from(connect));
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// A listener whose accept queue is full, with its filler connection (the
+/// contract's "real connect timeout on loopback only": backlog 0, one
+/// connection nobody accepts, so Linux drops the next SYN). `None`, after
+/// saying so, where `tcp_abort_on_overflow` is 1 and the connect would be
+/// refused instead.
+fn full_accept_queue() -> Option<(TcpListener, std::net::TcpStream)> {
+    let abort = fs::read_to_string("/proc/sys/net/ipv4/tcp_abort_on_overflow").unwrap_or_default();
+    if abort.trim() == "1" {
+        eprintln!("skipped: net.ipv4.tcp_abort_on_overflow is 1, so a full accept queue refuses instead of dropping SYNs");
+        return None;
+    }
+    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let listen = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    listen.bind(&any.into()).unwrap();
+    listen.listen(0).unwrap();
+    let listener = TcpListener::from(std::net::TcpListener::from(listen));
+    let filler = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let ready = select(&[&listener], &[], Some(MUST_SUCCEED)).unwrap();
+    assert_eq!(
+        ready.readable,
+        vec![0],
+        "the filler connection never reached the accept queue"
+    );
+    Some((listener, filler))
+}
+
 #[test]
 fn signals_neither_interrupt_nor_extend_a_timed_wait() {
-    install_handler();
     watchdog(WATCHDOG, || {
-        let t = Duration::from_millis(300);
         // Three waiters at once, so that both the thread leading the reactor
         // and parked followers are interrupted.
-        let pairs: Vec<_> = (0..3).map(|_| pair(Some(t))).collect();
-        let (tids_tx, tids_rx) = mpsc::channel();
-        let (go_tx, go_rx) = mpsc::channel::<()>();
-        let go_rx = Arc::new(std::sync::Mutex::new(go_rx));
-        // Passed once the pestering has stopped: no signal is sent to a
-        // thread that has exited.
-        let release = Arc::new(Barrier::new(4));
-        let waiters: Vec<_> = pairs
-            .into_iter()
-            .map(|(client, server)| {
-                let tids_tx = tids_tx.clone();
-                let go_rx = Arc::clone(&go_rx);
-                let release = Arc::clone(&release);
-                thread::spawn(move || {
-                    tids_tx.send(current_tid()).unwrap();
-                    go_rx.lock().unwrap().recv().unwrap();
-                    let before = delivered_here();
-                    let start = Instant::now();
-                    let result = (&client).read(&mut [0; 16]);
-                    let elapsed = start.elapsed();
-                    let delivered = delivered_here() - before;
-                    release.wait();
-                    (result, elapsed, delivered, client, server)
-                })
-            })
+        let pairs: Vec<_> = (0..3).map(|_| pair(Some(T))).collect();
+        let reads = pairs
+            .iter()
+            .map(|(client, _server)| move || (&*client).read(&mut [0; 16]))
             .collect();
-        let tids: Vec<Tid> = (0..3).map(|_| tids_rx.recv().unwrap()).collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let pesterer = pester(tids, Arc::clone(&stop));
-        for _ in 0..3 {
-            go_tx.send(()).unwrap();
-        }
-        // The waits end on their own (they time out); then stop pestering
-        // before letting the waiters exit.
-        thread::sleep(t);
-        stop.store(true, Ordering::Release);
-        let sent = pesterer.join().unwrap();
-        release.wait();
-        let outcomes: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
-        for (i, (result, elapsed, delivered, _client, _server)) in outcomes.into_iter().enumerate()
-        {
-            let e = result.expect_err("nothing was sent, yet the read returned");
-            assert_ne!(e.kind(), ErrorKind::Interrupted, "a signal surfaced");
-            assert_timed_out_error(&e);
-            assert_timed_out(elapsed, t);
-            assert!(
-                delivered > 0,
-                "no signal reached waiter {i} during its wait ({sent} sent), the test proved nothing"
-            );
+        for (i, outcome) in under_signals(reads).into_iter().enumerate() {
+            check_timed_out_under_signals(&format!("read {i}"), T, outcome);
         }
     });
 }
 
 #[test]
 fn signals_do_not_interrupt_a_blocking_wait() {
-    install_handler();
     watchdog(WATCHDOG, || {
         let (client, server) = pair(None);
-        let (tid_tx, tid_rx) = mpsc::channel();
-        let release = Arc::new(Barrier::new(2));
-        let reader_release = Arc::clone(&release);
-        let reader = thread::spawn(move || {
-            tid_tx.send(current_tid()).unwrap();
-            let mut buf = [0; 16];
-            let before = delivered_here();
-            let n = (&client).read(&mut buf);
-            let delivered = delivered_here() - before;
-            // Stay alive until the pestering has stopped.
-            reader_release.wait();
-            (n, buf, delivered, client)
+        thread::scope(|s| {
+            s.spawn(|| {
+                assert_waiting(&client, 1, "blocking read");
+                // Let the signals interrupt the waiting read for a while
+                // before the data comes.
+                thread::sleep(Duration::from_millis(200));
+                (&server).write_all(b"hello").unwrap();
+            });
+            let read = || {
+                let mut buf = [0; 16];
+                (&client).read(&mut buf).map(|n| buf[..n].to_vec())
+            };
+            let outcome = under_signals(vec![read])
+                .pop()
+                .expect("one call, one outcome");
+            let data = outcome
+                .result
+                .expect("a blocking read interrupted by signals must not fail");
+            assert_eq!(data, b"hello");
+            assert!(
+                outcome.delivered >= MIN_DELIVERED,
+                "only {} signals reached the reader during its read, the test proved nothing",
+                outcome.delivered
+            );
         });
-        let tid = tid_rx.recv().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let pesterer = pester(vec![tid], Arc::clone(&stop));
-        // Let the reader be interrupted for a while before the data comes.
-        thread::sleep(Duration::from_millis(200));
-        (&server).write_all(b"hello").unwrap();
-        // The read returns once the data is there; the barrier waits for it.
-        thread::sleep(Duration::from_millis(50));
-        stop.store(true, Ordering::Release);
-        pesterer.join().unwrap();
-        release.wait();
-        let (n, buf, delivered, _client) = reader.join().unwrap();
-        let n = n.expect("a blocking read interrupted by signals must not fail");
-        assert_eq!(&buf[..n], b"hello");
-        assert!(
-            delivered > 0,
-            "no signal reached the reader during its read, the test proved nothing"
-        );
+    });
+}
+
+/// R3 and R5: `send_all` to a peer that does not read keeps its ONE deadline
+/// while signals interrupt its waits.
+#[test]
+fn signals_neither_interrupt_nor_extend_send_all() {
+    watchdog(WATCHDOG, || {
+        let (client, _server) = small_buffer_pair();
+        client.set_timeout(Some(T)).unwrap();
+        // More than both ends' buffers hold: it cannot finish.
+        let data = vec![3; 16 << 20];
+        let send_all = || client.send_all(&data);
+        for outcome in under_signals(vec![send_all]) {
+            check_timed_out_under_signals("send_all", T, outcome);
+        }
+    });
+}
+
+/// R5 and R10: a connect to a full accept queue, which only its timeout
+/// ends, times out at about its timeout while signals interrupt its wait.
+#[test]
+fn signals_neither_interrupt_nor_extend_a_timed_connect() {
+    watchdog(WATCHDOG, || {
+        let Some((listener, _filler)) = full_accept_queue() else {
+            return;
+        };
+        let addr = listener.local_addr().unwrap();
+        let connect = || create_connection(addr, Some(T));
+        for outcome in under_signals(vec![connect]) {
+            check_timed_out_under_signals("connect", T, outcome);
+        }
     });
 }

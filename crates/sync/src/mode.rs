@@ -196,14 +196,56 @@ mod tests {
         assert_eq!(cell.get(), Mode::NonBlocking);
     }
 
+    /// "Saturates": a timeout of `MAX_NANOS` nanoseconds or more is stored as
+    /// exactly `MAX_NANOS`, never as the blocking code `u64::MAX` (which
+    /// `Duration::from_nanos(u64::MAX)` would encode to unclamped) and never
+    /// wrapped, whether set at creation or later; one nanosecond below the
+    /// limit is kept as it is. "Waits as blocking": the saturated mode's
+    /// deadline is `MAX_NANOS` (about 584 years) after the call's entry, or
+    /// `Never` where `Instant` cannot hold that instant; a timeout too long
+    /// to add to now at all, such as `Duration::MAX` unstored, is `Never`.
     #[test]
     fn huge_timeout_saturates_and_waits_as_blocking() {
-        let cell = ModeCell::new(Mode::Timeout(Duration::MAX));
-        assert_eq!(cell.get(), Mode::Timeout(Duration::from_nanos(MAX_NANOS)));
-        assert!(matches!(
-            cell.get().deadline(),
-            Deadline::At(_) | Deadline::Never
-        ));
+        let limit = Duration::from_nanos(MAX_NANOS);
+        let saturated = Mode::Timeout(limit);
+        let below = Duration::from_nanos(MAX_NANOS - 1);
+        let table = [
+            (below, Mode::Timeout(below)),
+            (limit, saturated),
+            (Duration::from_nanos(u64::MAX), saturated),
+            (
+                Duration::from_nanos(u64::MAX) + Duration::from_nanos(1),
+                saturated,
+            ),
+            (Duration::from_secs(u64::MAX), saturated),
+            (Duration::MAX, saturated),
+        ];
+        for (timeout, stored) in table {
+            let mode = Mode::Timeout(timeout);
+            assert_eq!(ModeCell::new(mode).get(), stored, "new({timeout:?})");
+            let cell = ModeCell::new(Mode::NonBlocking);
+            cell.set(mode);
+            assert_eq!(cell.get(), stored, "set({timeout:?})");
+            assert_eq!(cell.get().timeout(), stored.timeout(), "{timeout:?}");
+        }
+
+        let before = Instant::now();
+        let deadline = ModeCell::new(Mode::Timeout(Duration::MAX)).get().deadline();
+        let after = Instant::now();
+        match (deadline, before.checked_add(limit)) {
+            (Deadline::At(at), Some(earliest)) => {
+                let latest = after.checked_add(limit);
+                assert!(
+                    at >= earliest && latest.is_none_or(|latest| at <= latest),
+                    "deadline {at:?} is not {limit:?} after entry (between {before:?} and {after:?})"
+                );
+            }
+            (Deadline::Never, None) => {}
+            (deadline, earliest) => panic!(
+                "a saturated timeout's deadline is {deadline:?}; now + {limit:?} is {earliest:?}"
+            ),
+        }
+        assert_eq!(Mode::Timeout(Duration::MAX).deadline(), Deadline::Never);
     }
 
     #[test]
