@@ -138,7 +138,7 @@
 //! Other threads reach the loop through a [`Remote`]: a queue plus the mio
 //! waker, drained a bounded number of messages per turn.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod handler;

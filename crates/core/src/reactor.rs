@@ -110,6 +110,7 @@ pub struct Builder {
     tick: Duration,
     events: usize,
     messages_per_turn: usize,
+    waker: bool,
 }
 
 impl Default for Builder {
@@ -118,6 +119,7 @@ impl Default for Builder {
             tick: DEFAULT_TICK,
             events: DEFAULT_EVENTS,
             messages_per_turn: DEFAULT_MESSAGES_PER_TURN,
+            waker: true,
         }
     }
 }
@@ -147,6 +149,47 @@ impl Builder {
     /// at least 1), so that one producer cannot starve I/O.
     pub fn messages_per_turn(mut self, n: usize) -> Builder {
         self.messages_per_turn = n.max(1);
+        self
+    }
+
+    /// Whether the reactor has a waker (default `true`): on Linux an
+    /// eventfd, one descriptor besides the poller's own.
+    ///
+    /// Without one, [`Remote::send`] queues as [`Remote::post`] does, and
+    /// [`Remote::wake`] and [`Remote::stop`] are recorded but do not
+    /// interrupt a poll: a reactor blocked in a turn sees them when that
+    /// turn returns for another reason, and a turn that starts with
+    /// messages queued does not block. For a reactor that only its own
+    /// thread needs to reach, at one descriptor per reactor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ontime_core::{Builder, Handler, Reactor};
+    ///
+    /// struct Count(usize);
+    /// impl Handler for Count {
+    ///     type State = ();
+    ///     type Timer = ();
+    ///     type Message = ();
+    ///     fn message(&mut self, _: &mut Reactor<Count>, _: ()) {
+    ///         self.0 += 1;
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor = Builder::new().waker(false).build::<Count>()?;
+    /// reactor.remote().send(()).unwrap();
+    /// let mut count = Count(0);
+    /// // The queued message makes the wait zero; it is handled in this turn.
+    /// reactor.turn(&mut count, Some(Duration::from_secs(10)))?;
+    /// assert_eq!(count.0, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn waker(mut self, waker: bool) -> Builder {
+        self.waker = waker;
         self
     }
 
@@ -182,7 +225,11 @@ impl Builder {
             ));
         }
         let poll = Poll::new()?;
-        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let waker = if self.waker {
+            Some(mio::Waker::new(poll.registry(), WAKER)?)
+        } else {
+            None
+        };
         let now = Instant::now();
         Ok(Reactor {
             poll,
@@ -547,6 +594,55 @@ impl<H: Handler> Reactor<H> {
         self.release(token);
         log::debug!("deregister {token:?}");
         result
+    }
+
+    /// Removes a registration without telling the OS, for a source whose
+    /// descriptor is already closed: the OS dropped the registration when
+    /// the descriptor closed, and [`deregister`](Reactor::deregister)
+    /// would reach whatever file now has that descriptor's number, which
+    /// may be another source of this very reactor. Returns the state, or
+    /// `None` if it is lent to the handler method running now.
+    ///
+    /// A source whose open file outlives the descriptor (a `dup` of it, a
+    /// forked child) stays in the OS's interest list; its events then carry
+    /// the forgotten token, which this reactor ignores, or a later
+    /// registration's, which gets spurious readiness. Deregister instead
+    /// whenever the descriptor is still open.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if `token` is not registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ontime_core::unix::{pipe, FdSource};
+    /// use ontime_core::{Handler, Interest, Reactor};
+    /// use std::os::fd::AsRawFd;
+    ///
+    /// struct Fd;
+    /// impl Handler for Fd {
+    ///     type State = FdSource;
+    ///     type Timer = ();
+    ///     type Message = ();
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut reactor: Reactor<Fd> = Reactor::new()?;
+    /// let (sender, receiver) = pipe::new()?;
+    /// let token = reactor.register(FdSource(receiver.as_raw_fd()), Interest::READABLE)?;
+    /// drop((sender, receiver)); // closed: the OS forgot it already
+    /// assert!(reactor.forget(token)?.is_some());
+    /// assert_eq!(reactor.sources(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn forget(&mut self, token: Token) -> io::Result<Option<H::State>> {
+        let registration = self.live_mut(token)?;
+        let state = registration.state.take();
+        self.release(token);
+        log::debug!("forget {token:?}");
+        Ok(state)
     }
 
     /// The state of a registration, or `None` if `token` is not registered
@@ -1434,8 +1530,13 @@ impl<H: Handler> Reactor<H> {
     ///
     /// A program that runs its own loop calls this repeatedly. The wait is
     /// zero if a timer is already due, readiness was requeued, or messages
-    /// are waiting; otherwise it ends at the next timer's tick, rounded so
-    /// the timer neither fires early nor makes the loop spin.
+    /// are waiting; otherwise it ends at the next timer's tick, so the timer
+    /// never fires early. The OS poll counts whole milliseconds, so a wait
+    /// for a timer more than 2 ms away stops short of it (a turn with no
+    /// callbacks) and the next turn waits out the rest with nanosecond
+    /// resolution where the system has `ppoll` (Linux, Android, FreeBSD):
+    /// the timer is then late by less than a tick plus the scheduler's
+    /// wake-up latency, however far away it was set.
     ///
     /// # Errors
     ///
@@ -1474,17 +1575,22 @@ impl<H: Handler> Reactor<H> {
         // Readiness requeued before this turn; what handlers requeue during
         // it goes to `self.requeued` and waits for the next turn.
         std::mem::swap(&mut self.requeued, &mut self.requeue_batch);
-        let timeout = if self.requeue_batch.is_empty() {
+        let wait = if self.requeue_batch.is_empty() {
             self.poll_timeout(max_wait)
         } else {
-            Some(Duration::ZERO)
+            Wait::Poll(Some(Duration::ZERO))
         };
-        log::trace!("poll for {timeout:?}");
+        log::trace!("poll: {wait:?}");
         let mut events = self
             .events
             .take()
             .expect("events are only taken during a turn");
-        match self.poll.poll(&mut events, timeout) {
+        let polled = match wait {
+            Wait::Poll(timeout) => self.poll.poll(&mut events, timeout),
+            Wait::Precise(timeout) => precise::wait(&self.poll, timeout)
+                .and_then(|()| self.poll.poll(&mut events, Some(Duration::ZERO))),
+        };
+        match polled {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
             Err(e) => {
@@ -1646,30 +1752,110 @@ impl<H: Handler> Reactor<H> {
         true
     }
 
-    /// How long the next poll may block (requeued readiness is the
-    /// caller's to check: it makes the timeout zero too).
-    fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
+    /// How the next poll waits (requeued readiness is the caller's to
+    /// check: it makes the timeout zero too).
+    ///
+    /// The OS poll counts its timeout in whole milliseconds (mio rounds it
+    /// up), and the kernel lets a long one run late by 0.1 %. So a wait
+    /// for a timer stops short of it by a margin that covers both, and the
+    /// last stretch, under [`PRECISE`], is a wait with nanosecond
+    /// resolution (see [`precise`]): a timer fires within a tick of its
+    /// deadline plus the scheduler's wake-up latency, however far away
+    /// it was set.
+    fn poll_timeout(&self, max_wait: Option<Duration>) -> Wait {
         if self.shared.has_pending() {
-            return Some(Duration::ZERO);
+            return Wait::Poll(Some(Duration::ZERO));
         }
         let until_timer = self.wheel.next_expiration().map(|tick| {
             if tick <= self.wheel.elapsed() {
                 return Duration::ZERO;
             }
             match self.clock.tick_to_instant(tick) {
-                // The poll starts after `now` was read, and mio's epoll and
-                // kqueue back ends round a timeout up (to whole milliseconds
-                // on epoll, with nanosecond resolution on kqueue), so it
-                // cannot return before the tick's instant; then `now_tick`
-                // has reached the tick.
+                // The poll starts after `now` was read, so it cannot
+                // return before the tick's instant; then `now_tick` has
+                // reached the tick.
                 Some(at) => at.saturating_duration_since(Instant::now()),
                 None => Duration::MAX,
             }
         });
         match (until_timer, max_wait) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+            (Some(timer), Some(max)) if max < timer => Wait::Poll(Some(max)),
+            (Some(timer), _) => {
+                if timer.is_zero() || !precise::SUPPORTED {
+                    Wait::Poll(Some(timer))
+                } else if timer <= PRECISE {
+                    Wait::Precise(timer)
+                } else {
+                    // Wake before the timer, at most one coarse poll early.
+                    let margin = Duration::from_millis(1) + timer / 512;
+                    Wait::Poll(Some(timer.saturating_sub(margin).max(PRECISE / 2)))
+                }
+            }
+            (None, max) => Wait::Poll(max),
         }
+    }
+}
+
+/// How a turn waits for events.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// The OS poll, with its millisecond timeout (`None`: no timeout).
+    Poll(Option<Duration>),
+    /// A wait for the poller to become readable, with nanosecond resolution,
+    /// then a poll that does not block.
+    Precise(Duration),
+}
+
+/// The stretch before a timer that is waited with nanosecond resolution.
+const PRECISE: Duration = Duration::from_millis(2);
+
+/// A wait on the poller with the resolution its own poll lacks.
+mod precise {
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use mio::Poll;
+
+    /// Whether this system has one; elsewhere timers keep the poll's
+    /// millisecond resolution.
+    pub(super) const SUPPORTED: bool = cfg!(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd"
+    ));
+
+    /// Waits until the poller has an event to report or `timeout` passes:
+    /// `ppoll(2)` on the poller's own descriptor (an epoll instance is
+    /// readable while its ready list is not empty), whose timeout has
+    /// nanosecond resolution and, being short, next to no slack.
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    #[allow(unsafe_code)]
+    pub(super) fn wait(poll: &Poll, timeout: Duration) -> io::Result<()> {
+        let mut fd = libc::pollfd {
+            fd: poll.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timeout = libc::timespec {
+            // At most `PRECISE`: both fit.
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: `fd` is one valid `pollfd` (its descriptor is the poller,
+        // open as long as `poll` is borrowed) and `timeout` a valid
+        // `timespec`, both alive across the call; a null signal mask keeps
+        // the thread's own.
+        let n = unsafe { libc::ppoll(&mut fd, 1, &timeout, std::ptr::null()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    pub(super) fn wait(_: &Poll, _: Duration) -> io::Result<()> {
+        unreachable!("never chosen where not SUPPORTED")
     }
 }
 

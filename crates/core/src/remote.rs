@@ -42,8 +42,19 @@ impl Wake for mio::Waker {
     }
 }
 
+/// A reactor built without a waker ([`Builder::waker`](crate::Builder::waker))
+/// has nothing to write: what remotes queue waits for its next turn.
+impl Wake for Option<mio::Waker> {
+    fn wake(&self) -> io::Result<()> {
+        match self {
+            Some(waker) => waker.wake(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// State shared by a reactor and its remotes.
-pub(crate) struct Shared<M, W = mio::Waker> {
+pub(crate) struct Shared<M, W = Option<mio::Waker>> {
     inner: Mutex<Inner<M>>,
     /// Number of queued messages, readable without the lock. Written under
     /// the lock; a hint for the reactor (see the module docs).
