@@ -1,106 +1,217 @@
-//! The driver: one `ontime_core::Reactor` shared by every blocking thread,
-//! driven by whichever of them is waiting (leader/follower).
+//! The driver: the reactors that blocking calls wait in.
 //!
-//! A thread whose call must wait first tries to take the reactor lock. If it
-//! gets it, it is the *leader*: it files its wait directly and turns the
-//! reactor until its own wait is settled, waking the other waiters whose
-//! sockets become ready or whose deadlines pass on the way. If another thread
-//! leads, it is a *follower*: it posts its wait to the leader through the
-//! reactor's `Remote` and parks with its own deadline, so its timeout never
-//! depends on the leader's progress. A leader that is done hands the role to
-//! a waiting follower (the "baton"), so no waiter is stranded without a
-//! thread polling for it.
+//! # A reactor per waiting thread
 //!
-//! Lost wake-ups are prevented by readiness *ticks*: each source counts the
-//! readiness events seen per direction. A caller reads the tick before it
-//! tries its operation and sends it with its wait; the leader settles a wait
-//! at once if the tick has moved since. A follower re-reads the tick after
-//! posting, which covers an event dispatched between its try and the leader
-//! draining the queue. That is why a wait on an already-registered source
-//! needs no wake-up of the leader at all: the event it waits for wakes it.
+//! Every thread that waits has an `ontime_core::Reactor` of its own, made
+//! at its first wait and dropped when the thread exits. A wait registers
+//! its sockets in the calling thread's reactor (once: a socket stays
+//! registered there until it closes or the thread exits), puts its
+//! deadline in that reactor's timer wheel, and turns the reactor until a
+//! socket it waits for moves or the deadline passes. So the kernel wakes
+//! each waiting thread directly, from wherever the packet arrived; no
+//! thread wakes another, and no lock is shared on the way.
+//!
+//! A socket waited on by several threads is registered in each of their
+//! reactors, and every readiness event reaches all of them. `try_clone`
+//! shares the socket rather than duplicating its descriptor, so a socket
+//! has one [`Source`] however many handles it has.
+//!
+//! # Ticks
+//!
+//! Each socket counts, per direction, the readiness events any reactor has
+//! seen (its *tick*). A call reads the tick before it tries its operation
+//! and waits on that tick: the wait is over as soon as the tick moves,
+//! whichever thread's reactor saw the event. An event that came between
+//! the try and the wait is therefore never lost: either some reactor has
+//! dispatched it (the tick moved) or it is still queued in the poller of
+//! every reactor the socket is registered in, the caller's included (a
+//! registration made now reports the socket's present state).
+//!
+//! A call that learns the socket is drained (`WouldBlock`, or a short read
+//! on a stream) records the tick it read; until the tick moves, the next
+//! call skips the try that is bound to fail and waits at once. Once a
+//! reactor has seen the peer's FIN or an error on a socket, a read may
+//! return at once with no readiness event to come, so that socket is never
+//! skipped again (the core's short-read rule and its caveat).
+//!
+//! # Closing
+//!
+//! A reactor keeps only a weak reference to each socket. When the last
+//! handle is dropped the descriptor closes at once, which removes it from
+//! every poller, and each reactor it was registered in is posted its token
+//! to forget at its next turn ([`Reactor::forget`], no system call).
+//!
+//! # The spare reactor
+//!
+//! A thread that cannot have a reactor of its own (the process is out of
+//! descriptors) waits in a shared one, made at the process's first wait
+//! so that it exists when descriptors run out, and driven by a thread of
+//! its own started when first needed. Its waits are posted to it, and it
+//! wakes their threads when they are settled; their deadlines are timers
+//! in its wheel.
+//!
+//! # Panics
+//!
+//! Every handler method runs its body under `catch_unwind`: a panic there
+//! (a bug) fails the waits it concerns with an error and leaves the
+//! reactor usable, so it costs at most the calls that were waiting on it.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ontime_core::unix::FdSource;
 use ontime_core::{
     AsSource, Builder, Direction, Handler, Interest, Reactor, Ready, Remote, TimerId, Token,
 };
-use slab::Slab;
 use socket2::SockRef;
 
 use crate::mode::Deadline;
 
-/// Readiness bookkeeping of one socket, shared by its handles and the driver.
+/// Readiness bookkeeping of one socket, shared by its handles and the
+/// reactors it is registered in.
 #[derive(Debug)]
 pub(crate) struct Source {
-    /// Readiness events seen, by [`Direction::index`]: bumped by the leader
-    /// on each event, and by `shutdown` to wake waiters.
+    /// Readiness events seen, by [`Direction::index`]: bumped by every
+    /// reactor on each event, and by `shutdown`.
     ticks: [AtomicU64; 2],
-    /// The tick each direction was at when a call last got `WouldBlock`:
-    /// the socket is known ready while its tick is past this.
+    /// One more than the tick each direction was at when a call last
+    /// learned the socket was drained (`WouldBlock`, or a short read on a
+    /// stream); 0 if no call has yet.
     blocked: [AtomicU64; 2],
-    /// The reactor token, or `UNREGISTERED`. Written by the leader only.
-    token: AtomicUsize,
-    /// Set before the first wait is posted: from then on the socket may be
-    /// registered, and closing it must go through the driver.
-    engaged: AtomicBool,
+    /// Sticky: a reactor saw the peer's FIN or an error. A read may then
+    /// return at once with no event to announce it, so the socket is never
+    /// taken for drained again.
+    closed: AtomicBool,
+    /// Set by a successful `shutdown(Read)` or `shutdown(Both)`, before
+    /// the ticks move. Linux answers a non-blocking receive on a Unix
+    /// datagram socket shut down for reading with `EAGAIN` for ever, but a
+    /// blocking one with 0: its waiting receives check this to return 0 as
+    /// the blocking kernel call would (R13).
+    read_shut: AtomicBool,
     /// Calls waiting on this socket right now.
     waiting: AtomicUsize,
+    /// The id of the first reactor the socket was registered in (0: none
+    /// yet), readable without the lock: a socket is mostly waited on by one
+    /// thread, whose waits then take no lock.
+    first_home: AtomicU64,
+    /// The reactors the socket is registered in, with its token in each.
+    homes: Mutex<Vec<(Weak<Home>, Token)>>,
+    /// Test hook: the next dispatch of an event for this socket panics.
+    #[cfg(feature = "testing")]
+    pub(crate) panic_next: AtomicBool,
 }
-
-const UNREGISTERED: usize = usize::MAX;
 
 impl Source {
     pub(crate) fn new() -> Source {
         Source {
             ticks: [AtomicU64::new(0), AtomicU64::new(0)],
             blocked: [AtomicU64::new(0), AtomicU64::new(0)],
-            token: AtomicUsize::new(UNREGISTERED),
-            engaged: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            read_shut: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
+            first_home: AtomicU64::new(0),
+            homes: Mutex::new(Vec::new()),
+            #[cfg(feature = "testing")]
+            panic_next: AtomicBool::new(false),
         }
     }
 
     /// The readiness tick in `direction`: read it *before* trying an
-    /// operation, and pass it to [`wait`].
+    /// operation, and wait on it.
     pub(crate) fn tick(&self, direction: Direction) -> u64 {
         self.ticks[direction.index()].load(Ordering::Acquire)
     }
 
-    /// Records that a call tried at `tick` got `WouldBlock`.
+    /// Records that a call tried at `tick` found the socket drained.
     pub(crate) fn set_blocked(&self, direction: Direction, tick: u64) {
-        self.blocked[direction.index()].store(tick, Ordering::Release);
+        self.blocked[direction.index()].store(tick.wrapping_add(1), Ordering::Release);
     }
 
-    /// Whether `tick`, read from [`tick`](Source::tick), shows the reactor
-    /// saw the socket become ready in `direction` since a call last got
-    /// `WouldBlock` (see [`crate::select`]).
+    /// Whether a try at `tick` is bound to fail: the socket was found
+    /// drained at this very tick, and no FIN or error has been seen. Never
+    /// before a first call has found it so: that one tries first.
+    pub(crate) fn is_drained(&self, direction: Direction, tick: u64) -> bool {
+        tick.wrapping_add(1) == self.blocked[direction.index()].load(Ordering::Acquire)
+            && !self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether `tick`, read from [`tick`](Source::tick), shows a reactor saw
+    /// the socket become ready in `direction` since a call last found it
+    /// drained (see [`crate::select`]).
     ///
     /// The caller passes the tick it read rather than this reading it again,
     /// so that it can wait on that same tick: an event between two reads
     /// would otherwise be seen by neither.
     pub(crate) fn ready_at(&self, direction: Direction, tick: u64) -> bool {
-        self.is_registered() && tick != self.blocked[direction.index()].load(Ordering::Acquire)
+        match self.blocked[direction.index()].load(Ordering::Acquire) {
+            // Never found drained: ready once any event came.
+            0 => tick != 0,
+            blocked => tick.wrapping_add(1) != blocked,
+        }
+    }
+
+    /// How many calls are waiting on this socket right now.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
     }
 
     fn bump(&self, direction: Direction) {
         self.ticks[direction.index()].fetch_add(1, Ordering::AcqRel);
     }
 
-    /// How many calls are waiting on this socket right now.
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
-    pub(crate) fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+    /// Takes in a readiness event: the sticky flag first, then the ticks.
+    fn note(&self, ready: Ready) {
+        #[cfg(feature = "testing")]
+        if self.panic_next.load(Ordering::Relaxed) && self.panic_next.swap(false, Ordering::AcqRel)
+        {
+            panic!("injected by ontime_sync::testing::panic_in_dispatch");
+        }
+        if ready.is_read_closed() || ready.is_error() {
+            self.closed.store(true, Ordering::Release);
+        }
+        for direction in [Direction::Read, Direction::Write] {
+            if ready.settles(direction) {
+                self.bump(direction);
+            }
+        }
     }
 
-    pub(crate) fn is_registered(&self) -> bool {
-        self.token.load(Ordering::Acquire) != UNREGISTERED
+    /// [`note`](Source::note) under [`contain`]. If it panics, the ticks
+    /// move all the same, so that the event is not lost: every call on the
+    /// socket tries again rather than wait for an edge that has come.
+    fn note_contained(&self, ready: Ready) -> io::Result<()> {
+        contain(|| self.note(ready)).inspect_err(|_| {
+            self.bump(Direction::Read);
+            self.bump(Direction::Write);
+        })
+    }
+
+    fn homes(&self) -> MutexGuard<'_, Vec<(Weak<Home>, Token)>> {
+        // Nothing panics while holding this lock but an allocation failure
+        // in `push`, after which the list is still consistent.
+        self.homes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Source {
+    /// Runs after the socket's descriptor closed (the socket is the field
+    /// before the source in [`Io`]): each reactor that had it forgets its
+    /// token at its next turn.
+    fn drop(&mut self) {
+        let homes = std::mem::take(self.homes.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for (home, token) in homes {
+            if let Some(home) = home.upgrade() {
+                home.forget(token);
+            }
+        }
     }
 }
 
@@ -110,48 +221,12 @@ pub(crate) trait Registered: Send + Sync + 'static {
     fn raw_fd(&self) -> RawFd;
 }
 
-/// A socket together with its [`Source`]. The driver keeps an `Arc` of it
-/// while the socket is registered, so the descriptor stays open until it has
-/// been deregistered, however the handles were dropped.
+/// A socket together with its [`Source`]. The field order matters: the
+/// descriptor closes before the source tells the reactors to forget it.
 #[derive(Debug)]
 pub(crate) struct Io<S> {
     pub(crate) sock: S,
     pub(crate) source: Source,
-    /// Every handle made from this socket by `try_clone`, this one included.
-    kin: Arc<Kin>,
-}
-
-/// The descriptors of one socket (`try_clone` duplicates): a shutdown through
-/// any of them must wake calls waiting on all of them, and for some sockets
-/// (a Unix datagram socket shut down for reading) the OS reports nothing.
-#[derive(Default)]
-struct Kin {
-    members: Mutex<Vec<Weak<dyn Registered>>>,
-    /// Set by a successful `shutdown(Read)` or `shutdown(Both)` through any
-    /// member, before the waiters are woken. Linux answers a non-blocking
-    /// receive on a Unix datagram socket shut down for reading with `EAGAIN`
-    /// for ever, but a blocking one with 0, and no readiness event follows
-    /// the `EAGAIN`: its waiting receives check this to return 0 as the
-    /// blocking kernel call would (R13).
-    read_shut: AtomicBool,
-}
-
-impl std::fmt::Debug for Kin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kin").finish_non_exhaustive()
-    }
-}
-
-impl Kin {
-    fn members(&self) -> MutexGuard<'_, Vec<Weak<dyn Registered>>> {
-        self.members.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn join(&self, member: Weak<dyn Registered>) {
-        let mut members = self.members();
-        members.retain(|m| m.strong_count() > 0);
-        members.push(member);
-    }
 }
 
 impl<S: AsRawFd + Send + Sync + 'static> Registered for Io<S> {
@@ -163,8 +238,8 @@ impl<S: AsRawFd + Send + Sync + 'static> Registered for Io<S> {
     }
 }
 
-/// One socket handle's share of an [`Io`]: when it is dropped, the driver
-/// deregisters the socket before its descriptor is closed.
+/// One handle to a socket. Handles made by `try_clone` share the socket;
+/// its descriptor closes when the last of them is dropped.
 #[derive(Debug)]
 pub(crate) struct Handle<S: AsRawFd + Send + Sync + 'static> {
     io: Arc<Io<S>>,
@@ -173,71 +248,41 @@ pub(crate) struct Handle<S: AsRawFd + Send + Sync + 'static> {
 impl<S: AsRawFd + Send + Sync + 'static> Handle<S> {
     /// Wraps a socket that is already in non-blocking mode.
     pub(crate) fn new(sock: S) -> Handle<S> {
-        Handle::with_kin(sock, Arc::default())
+        Handle {
+            io: Arc::new(Io {
+                sock,
+                source: Source::new(),
+            }),
+        }
     }
 
-    fn with_kin(sock: S, kin: Arc<Kin>) -> Handle<S> {
-        let io = Arc::new(Io {
-            sock,
-            source: Source::new(),
-            kin,
-        });
-        let member: Arc<dyn Registered> = io.clone();
-        io.kin.join(Arc::downgrade(&member));
-        Handle { io }
-    }
-
-    /// A handle to a duplicate of the socket, made by `dup` (std's
-    /// `try_clone`, which keeps the descriptor non-blocking). It has its own
-    /// registration; a shutdown through either wakes both.
-    ///
-    /// # Errors
-    ///
-    /// The OS error duplicating the descriptor.
-    pub(crate) fn duplicate(&self, dup: impl FnOnce(&S) -> io::Result<S>) -> io::Result<Handle<S>> {
-        let sock = dup(&self.io.sock)?;
-        Ok(Handle::with_kin(sock, Arc::clone(&self.io.kin)))
+    /// Another handle to the same socket (`try_clone`). It shares the
+    /// descriptor, so it costs none, cannot fail, and a shutdown through
+    /// either handle wakes the calls waiting through both.
+    pub(crate) fn share(&self) -> Handle<S> {
+        Handle {
+            io: Arc::clone(&self.io),
+        }
     }
 
     pub(crate) fn io(&self) -> &Arc<Io<S>> {
         &self.io
     }
 
-    /// Whether the socket was shut down for reading through this handle or
-    /// any of its duplicates (see [`shutdown_and_wake`](Handle::shutdown_and_wake)).
+    /// Whether the socket was shut down for reading through any handle.
     pub(crate) fn is_read_shut(&self) -> bool {
-        self.io.kin.read_shut.load(Ordering::Acquire)
-    }
-
-    /// Wakes every call waiting on this socket, through any of its
-    /// duplicates (used by `shutdown`, R13).
-    fn kick(&self) {
-        let members: Vec<Arc<dyn Registered>> = self
-            .io
-            .kin
-            .members()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for member in members {
-            let source = member.source();
-            // Waits not yet filed see the moved ticks and settle at once.
-            source.bump(Direction::Read);
-            source.bump(Direction::Write);
-            if source.engaged.load(Ordering::Acquire) {
-                if let Some(driver) = DRIVER.get() {
-                    driver.submit(Request::Kick(member));
-                }
-            }
-        }
+        self.io.source.read_shut.load(Ordering::Acquire)
     }
 }
 
 impl<S: AsRawFd + AsFd + Send + Sync + 'static> Handle<S> {
-    /// `shutdown(2)`, then wakes the calls blocked on the socket through any
-    /// of its duplicates, whatever the result (R13). A successful shutdown of
-    /// the read side is recorded first (see [`is_read_shut`](Handle::is_read_shut)),
-    /// so that the woken calls see it.
+    /// `shutdown(2)`, then moves the socket's ticks, whatever the result
+    /// (R13). The kernel itself wakes every poller the socket is in (its
+    /// state change is a readiness event), which wakes the calls waiting
+    /// on it in any thread; the ticks settle at once the waits about to
+    /// begin. A successful shutdown of the read side is recorded first
+    /// (see [`is_read_shut`](Handle::is_read_shut)), so that the woken calls
+    /// see it.
     ///
     /// Not named `shutdown`: that would hide the socket's own, reached
     /// through `Deref`.
@@ -246,11 +291,13 @@ impl<S: AsRawFd + AsFd + Send + Sync + 'static> Handle<S> {
     ///
     /// The OS error unchanged (for example `NotConnected`).
     pub(crate) fn shutdown_and_wake(&self, how: Shutdown) -> io::Result<()> {
+        let source = &self.io.source;
         let result = SockRef::from(&self.io.sock).shutdown(how);
         if result.is_ok() && matches!(how, Shutdown::Read | Shutdown::Both) {
-            self.io.kin.read_shut.store(true, Ordering::Release);
+            source.read_shut.store(true, Ordering::Release);
         }
-        self.kick();
+        source.bump(Direction::Read);
+        source.bump(Direction::Write);
         result
     }
 }
@@ -262,82 +309,10 @@ impl<S: AsRawFd + Send + Sync + 'static> std::ops::Deref for Handle<S> {
     }
 }
 
-impl<S: AsRawFd + Send + Sync + 'static> Drop for Handle<S> {
-    fn drop(&mut self) {
-        if self.io.source.engaged.load(Ordering::Acquire) {
-            if let Some(driver) = DRIVER.get() {
-                driver.submit(Request::Close(self.io.clone()));
-            }
-        }
-    }
-}
-
-/// A thread's pending wait.
-#[derive(Debug)]
-pub(crate) struct Waiter {
-    /// One of `WAITING`, `READY`, `TIMED_OUT`, `FAILED`; leaves `WAITING` once.
-    state: AtomicU8,
-    /// With `FAILED`: the error registering the socket.
-    error: Mutex<Option<io::Error>>,
-    /// Set when a finished leader asked this thread to take over.
-    baton: AtomicBool,
-    thread: Thread,
-}
-
-const WAITING: u8 = 0;
-const READY: u8 = 1;
-const TIMED_OUT: u8 = 2;
-const FAILED: u8 = 3;
-
-impl Waiter {
-    fn new() -> Waiter {
-        Waiter {
-            state: AtomicU8::new(WAITING),
-            error: Mutex::new(None),
-            baton: AtomicBool::new(false),
-            thread: thread::current(),
-        }
-    }
-
-    fn state(&self) -> u8 {
-        self.state.load(Ordering::Acquire)
-    }
-
-    fn is_waiting(&self) -> bool {
-        self.state() == WAITING
-    }
-
-    /// Settles the wait, if it is still open, and wakes its thread.
-    fn settle(&self, to: u8) -> bool {
-        let settled = self
-            .state
-            .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if settled {
-            self.thread.unpark();
-        }
-        settled
-    }
-
-    fn outcome(&self) -> io::Result<Outcome> {
-        match self.state() {
-            READY => Ok(Outcome::Ready),
-            TIMED_OUT => Ok(Outcome::TimedOut),
-            FAILED => Err(self
-                .error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .unwrap_or_else(|| io::Error::other("registering the socket failed"))),
-            state => unreachable!("outcome of an open wait (state {state})"),
-        }
-    }
-}
-
 /// How a wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// A readiness event came (or the socket was shut down): try again.
+    /// A target's tick moved (readiness, or a shutdown): try again.
     Ready,
     /// The deadline passed.
     TimedOut,
@@ -351,38 +326,51 @@ pub(crate) struct Target {
     pub(crate) tick: u64,
 }
 
-/// What threads ask of the leader.
-pub(crate) enum Request {
-    Wait {
-        targets: Vec<Target>,
-        deadline: Option<Instant>,
-        waiter: Arc<Waiter>,
-    },
-    /// Wake every waiter of a socket.
-    Kick(Arc<dyn Registered>),
-    /// Deregister a socket whose last handle is gone.
-    Close(Arc<dyn Registered>),
+fn moved(targets: &[Target]) -> bool {
+    targets
+        .iter()
+        .any(|t| t.io.source().tick(t.direction) != t.tick)
 }
 
-/// The leader's state: the reactor and its handler.
-struct Core {
-    reactor: Reactor<Dispatch>,
-    dispatch: Dispatch,
+/// A reactor as the sockets registered in it see it: its id, and where to
+/// post the tokens to forget.
+struct Home {
+    /// Unique in the process, never 0.
+    id: u64,
+    inbox: Inbox,
 }
 
-/// The handler. It keeps no tables: who waits for which socket lives in
-/// each registration's state (an [`Entry`]), and which wait a deadline
-/// timer is for in the timer's value.
-#[derive(Debug)]
-struct Dispatch;
+enum Inbox {
+    Own(Remote<Token>),
+    Spare(Remote<Request>),
+}
 
-/// A registered socket: the state its registration carries.
+impl Home {
+    fn new(inbox: Inbox) -> Arc<Home> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Arc::new(Home {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            inbox,
+        })
+    }
+
+    /// Has the reactor forget `token` at its next turn, without waking it.
+    /// A reactor already gone forgot everything.
+    fn forget(&self, token: Token) {
+        let _ = match &self.inbox {
+            Inbox::Own(remote) => remote.post(token).map_err(drop),
+            Inbox::Spare(remote) => remote.post(Request::Forget(token)).map_err(drop),
+        };
+    }
+}
+
+/// What a registration carries: the descriptor, and a weak reference to
+/// the socket (a reactor never keeps a socket open).
 struct Entry {
-    /// The descriptor, as the reactor's source. The `io` next to it keeps it
-    /// open until the registration is gone.
     fd: FdSource,
-    io: Arc<dyn Registered>,
-    /// Open waits, by [`Direction::index`].
+    io: Weak<dyn Registered>,
+    /// Waits filed in the spare reactor, by [`Direction::index`]; always
+    /// empty in a thread's own reactor, whose one wait is its thread's.
     waits: [Vec<Pending>; 2],
 }
 
@@ -392,155 +380,388 @@ impl AsSource for Entry {
     }
 }
 
-struct Pending {
-    waiter: Arc<Waiter>,
-    /// The wait's deadline timer, to free when the wait is settled by
-    /// anything else. Once it has fired the id is stale, and cancelling it
-    /// touches nothing.
-    timer: Option<TimerId>,
-}
-
-/// Files a wait: settles it at once if a target's tick has moved, else
-/// registers the targets as needed and lists the wait under each, with a
-/// timer for its deadline.
-fn file(
-    reactor: &mut Reactor<Dispatch>,
-    targets: &[Target],
-    deadline: Option<Instant>,
-    waiter: &Arc<Waiter>,
-) {
-    if !waiter.is_waiting() {
-        // Settled by its own thread already (its deadline passed).
-        return;
-    }
-    // First settle at once if any target moved; only then register.
-    for target in targets {
-        if target.io.source().tick(target.direction) != target.tick {
-            waiter.settle(READY);
-            return;
-        }
-    }
-    let timer = deadline.map(|deadline| reactor.timer_at(deadline, Arc::clone(waiter)));
-    for target in targets {
-        let token = match register(reactor, &target.io) {
-            Ok(token) => token,
-            Err(e) => {
-                log::debug!("registering fd {} failed: {e}", target.io.raw_fd());
-                *waiter.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                waiter.settle(FAILED);
-                break;
-            }
-        };
-        // Waits are filed outside any handler call about a socket, so no
-        // state is lent now.
-        let entry = reactor
-            .state_mut(token)
-            .expect("a registered token has its entry");
-        let waits = &mut entry.waits[target.direction.index()];
-        // Waits settled since they were filed (by their own deadline or
-        // recheck) leave the list here; their timers go too, now rather
-        // than when they fire. Rarely any, so rarely an allocation.
-        let mut stale = Vec::new();
-        let mut i = 0;
-        while i < waits.len() {
-            if waits[i].waiter.is_waiting() {
-                i += 1;
-            } else {
-                stale.extend(waits.swap_remove(i).timer);
-            }
-        }
-        waits.push(Pending {
-            waiter: Arc::clone(waiter),
-            timer,
-        });
-        for stale in stale {
-            reactor.cancel_timer(stale);
-        }
-        // A shutdown on another thread moves the ticks without the lock;
-        // its Kick request would wake this wait later anyway, but
-        // settling now saves the round trip.
-        if target.io.source().tick(target.direction) != target.tick {
-            waiter.settle(READY);
-            break;
-        }
-    }
-    if !waiter.is_waiting() {
-        if let Some(timer) = timer {
-            reactor.cancel_timer(timer);
-        }
-    }
-}
-
-/// The socket's token, registering it first if it is not registered.
-fn register(reactor: &mut Reactor<Dispatch>, io: &Arc<dyn Registered>) -> io::Result<Token> {
+/// The socket's token in `reactor`, registering it first if it is not
+/// registered there yet. A new registration reports the socket's present
+/// readiness at the reactor's next poll.
+fn register<H: Handler<State = Entry>>(
+    reactor: &mut Reactor<H>,
+    home: &Arc<Home>,
+    io: &Arc<dyn Registered>,
+) -> io::Result<Token> {
     let source = io.source();
-    let token = source.token.load(Ordering::Acquire);
-    if token != UNREGISTERED {
-        return Ok(Token(token));
+    let mut homes = source.homes();
+    // A weak reference keeps its allocation, so a live home's address is
+    // never a dead one's.
+    if let Some(&(_, token)) = homes
+        .iter()
+        .find(|(h, _)| Weak::as_ptr(h) == Arc::as_ptr(home))
+    {
+        return Ok(token);
     }
+    homes.retain(|(h, _)| h.strong_count() > 0);
     let entry = Entry {
         fd: FdSource(io.raw_fd()),
-        io: Arc::clone(io),
+        io: Arc::downgrade(io),
         waits: [Vec::new(), Vec::new()],
     };
     let token = reactor.register(entry, Interest::READABLE | Interest::WRITABLE)?;
-    source.token.store(token.0, Ordering::Release);
+    homes.push((Arc::downgrade(home), token));
+    // Only ever set once, so a reader never pairs an id with a stale list.
+    let _ = source
+        .first_home
+        .compare_exchange(0, home.id, Ordering::AcqRel, Ordering::Acquire);
     Ok(token)
 }
 
+/// Whether the socket is registered in the reactor `home`, without the
+/// lock when it is the socket's first (ids never repeat, so a dead
+/// reactor's id matches no live one).
+fn is_registered_in(io: &dyn Registered, home: &Home) -> bool {
+    io.source().first_home.load(Ordering::Acquire) == home.id
+}
+
+/// Runs a handler's body, turning a panic into an error for the waits it
+/// concerns, so that it never unwinds through the reactor (which would
+/// refuse every later turn).
+fn contain(body: impl FnOnce()) -> io::Result<()> {
+    panic::catch_unwind(AssertUnwindSafe(body)).map_err(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        log::error!("ontime-sync: dispatching a wait panicked: {what}");
+        io::Error::other(format!("ontime-sync: dispatching a wait panicked: {what}"))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// A thread's own reactor.
+
+/// The handler of a thread's own reactor. The thread's one wait checks its
+/// ticks after every turn, so this only moves ticks and records how the
+/// turn ended.
+struct Own {
+    /// The wait's deadline timer fired.
+    timed_out: bool,
+    /// A dispatch panicked during the wait, with the source it was about
+    /// (by address, only to compare with the wait's targets).
+    failure: Option<(*const Source, io::Error)>,
+}
+
+impl Handler for Own {
+    type State = Entry;
+    type Timer = ();
+    type Message = Token;
+
+    fn ready(&mut self, _: &mut Reactor<Own>, _: Token, entry: &mut Entry, ready: Ready) {
+        if let Some(io) = entry.io.upgrade() {
+            if let Err(e) = io.source().note_contained(ready) {
+                self.failure = Some((std::ptr::from_ref(io.source()), e));
+            }
+        }
+    }
+
+    fn timer(&mut self, _: &mut Reactor<Own>, _: TimerId, _: &mut ()) {
+        // The only timer is the running wait's: each wait frees its own.
+        self.timed_out = true;
+    }
+
+    fn message(&mut self, reactor: &mut Reactor<Own>, token: Token) {
+        // The socket closed: the OS forgot it with its descriptor.
+        let _ = reactor.forget(token);
+    }
+}
+
+/// A thread's own reactor and what goes with it.
+struct Local {
+    reactor: Reactor<Own>,
+    own: Own,
+    home: Arc<Home>,
+}
+
+/// Readiness events one poll of a thread's reactor takes: a thread waits
+/// for one socket, or a few with `select`.
+const OWN_EVENTS: usize = 64;
+
+/// The tick of the driver's timer wheels: a deadline fires no earlier than
+/// asked and, on an idle machine, less than a tick plus the scheduler's
+/// wake-up latency late.
+const TICK: Duration = Duration::from_micros(100);
+
+impl Local {
+    /// One descriptor: the poller. No waker, since no other thread ever
+    /// needs to interrupt this one's wait.
+    fn new() -> io::Result<Local> {
+        let reactor = Builder::new()
+            .tick(TICK)
+            .waker(false)
+            .events_capacity(OWN_EVENTS)
+            .build::<Own>()?;
+        let home = Home::new(Inbox::Own(reactor.remote()));
+        Ok(Local {
+            reactor,
+            own: Own {
+                timed_out: false,
+                failure: None,
+            },
+            home,
+        })
+    }
+
+    /// Waits in this thread's reactor. The second value says whether the
+    /// reactor failed and must be replaced.
+    fn wait(&mut self, targets: &[Target], deadline: Deadline) -> (io::Result<Outcome>, bool) {
+        for target in targets {
+            if is_registered_in(&*target.io, &self.home) {
+                continue;
+            }
+            if let Err(e) = register(&mut self.reactor, &self.home, &target.io) {
+                log::debug!("registering fd {} failed: {e}", target.io.raw_fd());
+                return (Err(e), false);
+            }
+        }
+        let Local { reactor, own, .. } = self;
+        own.timed_out = false;
+        own.failure = None;
+        let (timer, max_wait) = match deadline {
+            Deadline::At(at) => (Some(reactor.timer_at(at, ())), None),
+            Deadline::Never => (None, None),
+            // One look: a poll that does not block.
+            Deadline::Now => (None, Some(Duration::ZERO)),
+        };
+        let mut looked = false;
+        let (result, broken) = loop {
+            // A panic about one of this wait's sockets fails it (the ticks
+            // moved too, so later calls lose nothing); one about another
+            // socket is that socket's calls' business.
+            if let Some((source, e)) = own.failure.take() {
+                if targets.iter().any(|t| std::ptr::eq(t.io.source(), source)) {
+                    break (Err(e), false);
+                }
+            }
+            if moved(targets) {
+                break (Ok(Outcome::Ready), false);
+            }
+            if own.timed_out || (looked && max_wait.is_some()) {
+                break (Ok(Outcome::TimedOut), false);
+            }
+            // An interrupted poll is a turn with no events: the deadline
+            // stays where it is (R5).
+            if let Err(e) = reactor.turn(own, max_wait) {
+                break (Err(e), true);
+            }
+            looked = true;
+        };
+        if let Some(timer) = timer {
+            if !own.timed_out {
+                reactor.cancel_timer(timer);
+            }
+        }
+        (result, broken)
+    }
+}
+
+thread_local! {
+    /// This thread's reactor, made at its first wait.
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+/// Waits in this thread's own reactor; `None` if the thread cannot have one
+/// (out of descriptors, or its thread-locals are being destroyed).
+fn wait_own(targets: &[Target], deadline: Deadline) -> Option<io::Result<Outcome>> {
+    #[cfg(feature = "testing")]
+    if crate::testing::uses_spare() {
+        return None;
+    }
+    LOCAL
+        .try_with(|cell| {
+            let mut slot = cell.try_borrow_mut().ok()?;
+            if slot.is_none() {
+                // Make the spare while descriptors are still to be had.
+                if let Err(e) = Spare::get() {
+                    log::debug!("making the spare reactor failed: {e}");
+                }
+                match Local::new() {
+                    Ok(local) => *slot = Some(local),
+                    Err(e) => {
+                        log::debug!("no reactor of its own for this thread ({e}): the spare one");
+                        return None;
+                    }
+                }
+            }
+            let local = slot.as_mut().expect("made just above");
+            let (result, broken) = local.wait(targets, deadline);
+            if broken {
+                *slot = None;
+            }
+            Some(result)
+        })
+        .ok()
+        .flatten()
+}
+
+// ---------------------------------------------------------------------------
+// The spare reactor.
+
+/// A thread's wait filed in the spare reactor.
+#[derive(Debug)]
+struct Waiter {
+    /// One of `WAITING`, `READY`, `TIMED_OUT`, `FAILED`; leaves `WAITING` once.
+    state: AtomicU8,
+    /// With `FAILED`: why.
+    error: Mutex<Option<io::Error>>,
+    thread: Thread,
+}
+
+const WAITING: u8 = 0;
+const READY: u8 = 1;
+const TIMED_OUT: u8 = 2;
+const FAILED: u8 = 3;
+
+impl Waiter {
+    fn is_waiting(&self) -> bool {
+        self.state.load(Ordering::Acquire) == WAITING
+    }
+
+    /// Settles the wait, if it is still open, and wakes its thread.
+    fn settle(&self, to: u8) {
+        if self
+            .state
+            .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.thread.unpark();
+        }
+    }
+
+    fn fail(&self, error: io::Error) {
+        if self.is_waiting() {
+            *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+            self.settle(FAILED);
+        }
+    }
+
+    fn outcome(&self) -> io::Result<Outcome> {
+        match self.state.load(Ordering::Acquire) {
+            READY => Ok(Outcome::Ready),
+            TIMED_OUT => Ok(Outcome::TimedOut),
+            _ => Err(self
+                .error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_else(|| io::Error::other("ontime-sync: the wait failed"))),
+        }
+    }
+}
+
+/// A wait listed under a socket in the spare reactor.
+struct Pending {
+    waiter: Arc<Waiter>,
+    /// The wait's deadline timer, freed when anything else settles the
+    /// wait. Once it has fired the id is stale, and cancelling it touches
+    /// nothing.
+    timer: Option<TimerId>,
+}
+
+/// What threads post to the spare reactor.
+enum Request {
+    Wait {
+        targets: Vec<Target>,
+        deadline: Deadline,
+        waiter: Arc<Waiter>,
+    },
+    /// The end of a wait whose deadline is now (`None`) or about to pass,
+    /// posted by the reactor to itself so that it comes after one more
+    /// poll.
+    Expire(Arc<Waiter>, Option<std::time::Instant>),
+    /// A socket closed.
+    Forget(Token),
+}
+
+/// The spare reactor's handler.
+struct Dispatch {
+    home: Arc<Home>,
+}
+
+impl Dispatch {
+    /// Files a wait: settles it at once if a target's tick has moved,
+    /// else lists it under each target, with a timer for its deadline.
+    fn file(
+        &self,
+        reactor: &mut Reactor<Dispatch>,
+        targets: &[Target],
+        deadline: Deadline,
+        waiter: &Arc<Waiter>,
+    ) {
+        if moved(targets) {
+            waiter.settle(READY);
+            return;
+        }
+        let timer = match deadline {
+            // Far enough that a poll comes between now and the timer.
+            Deadline::At(at) if at > std::time::Instant::now() + TICK => {
+                Some(reactor.timer_at(at, Arc::clone(waiter)))
+            }
+            Deadline::Never => None,
+            // A zero timeout, or a deadline so near that its timer could
+            // fire in this very turn: after one more poll (which takes in
+            // the state of the sockets registered now), it expires, or
+            // gets its timer then.
+            Deadline::At(at) => {
+                let _ = reactor
+                    .remote()
+                    .post(Request::Expire(Arc::clone(waiter), Some(at)));
+                None
+            }
+            Deadline::Now => {
+                let _ = reactor
+                    .remote()
+                    .post(Request::Expire(Arc::clone(waiter), None));
+                None
+            }
+        };
+        for target in targets {
+            let token = match register(reactor, &self.home, &target.io) {
+                Ok(token) => token,
+                Err(e) => {
+                    log::debug!("registering fd {} failed: {e}", target.io.raw_fd());
+                    waiter.fail(e);
+                    break;
+                }
+            };
+            let entry = reactor
+                .state_mut(token)
+                .expect("waits are filed outside any handler call about a socket");
+            let waits = &mut entry.waits[target.direction.index()];
+            // Waits settled since they were filed (by their deadline) leave
+            // the list here.
+            waits.retain(|pending| pending.waiter.is_waiting());
+            waits.push(Pending {
+                waiter: Arc::clone(waiter),
+                timer,
+            });
+        }
+        if !waiter.is_waiting() {
+            if let Some(timer) = timer {
+                reactor.cancel_timer(timer);
+            }
+        }
+    }
+}
+
 /// Settles the waits and frees their timers.
-fn wake(reactor: &mut Reactor<Dispatch>, waits: impl IntoIterator<Item = Pending>) {
+fn settle_all(reactor: &mut Reactor<Dispatch>, waits: Vec<Pending>, failure: Option<&io::Error>) {
     for pending in waits {
-        pending.waiter.settle(READY);
-        // Whoever settled the wait (this, the follower's own recheck or
-        // its own deadline), its timer is of no use any more: free it
-        // now rather than when it fires, which may be hours away. A timer
-        // that already fired has a stale id, which cancels nothing.
+        match failure {
+            None => pending.waiter.settle(READY),
+            Some(e) => pending.waiter.fail(io::Error::new(e.kind(), e.to_string())),
+        }
         if let Some(timer) = pending.timer {
             reactor.cancel_timer(timer);
         }
     }
-}
-
-/// Wakes every wait on `token`, in both directions (for a `Kick`, so the
-/// state is not lent).
-fn wake_all(reactor: &mut Reactor<Dispatch>, token: Token) {
-    let Some(entry) = reactor.state_mut(token) else {
-        return;
-    };
-    let [read, write] = std::mem::take(&mut entry.waits);
-    wake(reactor, read.into_iter().chain(write));
-}
-
-/// Deregisters a socket whose last handle is gone. No call can be
-/// waiting on it any more (a waiting call holds a handle), and a wait
-/// request still queued for it belongs to a settled waiter, which
-/// [`file`](fn@file) skips: nothing can register it again.
-fn close(reactor: &mut Reactor<Dispatch>, io: &Arc<dyn Registered>) {
-    let source = io.source();
-    let token = source.token.swap(UNREGISTERED, Ordering::AcqRel);
-    if token == UNREGISTERED {
-        return;
-    }
-    let token = Token(token);
-    // Taken first: a failed deregistration drops the entry, and its waits'
-    // timers must be freed all the same.
-    let waits = reactor
-        .state_mut(token)
-        .map(|entry| std::mem::take(&mut entry.waits));
-    let entry = match reactor.deregister(token) {
-        Ok(entry) => entry,
-        Err(e) => {
-            log::debug!("deregistering fd {} failed: {e}", io.raw_fd());
-            None
-        }
-    };
-    if let Some([read, write]) = waits {
-        wake(reactor, read.into_iter().chain(write));
-    }
-    // Dropping the entry drops the driver's Arc: the descriptor closes
-    // now if no handle is left.
-    drop(entry);
 }
 
 impl Handler for Dispatch {
@@ -555,10 +776,14 @@ impl Handler for Dispatch {
         entry: &mut Entry,
         ready: Ready,
     ) {
+        let noted = match entry.io.upgrade() {
+            Some(io) => io.source().note_contained(ready),
+            None => Ok(()),
+        };
         for direction in [Direction::Read, Direction::Write] {
-            if ready.settles(direction) {
-                entry.io.source().bump(direction);
-                wake(reactor, entry.waits[direction.index()].drain(..));
+            if ready.settles(direction) || noted.is_err() {
+                let waits = std::mem::take(&mut entry.waits[direction.index()]);
+                settle_all(reactor, waits, noted.as_ref().err());
             }
         }
     }
@@ -573,262 +798,170 @@ impl Handler for Dispatch {
                 targets,
                 deadline,
                 waiter,
-            } => file(reactor, &targets, deadline, &waiter),
-            Request::Kick(io) => {
-                let token = io.source().token.load(Ordering::Acquire);
-                if token != UNREGISTERED {
-                    wake_all(reactor, Token(token));
-                }
-            }
-            Request::Close(io) => close(reactor, &io),
-        }
-    }
-}
-
-/// The process's one driver.
-static DRIVER: OnceLock<Driver> = OnceLock::new();
-
-struct Driver {
-    /// Whoever holds this lock leads: it alone turns the reactor.
-    core: Mutex<Core>,
-    remote: Remote<Request>,
-    /// Threads parked in a wait that may be asked to lead.
-    followers: Mutex<Slab<Arc<Waiter>>>,
-}
-
-impl Driver {
-    fn get() -> io::Result<&'static Driver> {
-        if let Some(driver) = DRIVER.get() {
-            return Ok(driver);
-        }
-        let reactor = Builder::new().messages_per_turn(1024).build::<Dispatch>()?;
-        let remote = reactor.remote();
-        let driver = Driver {
-            core: Mutex::new(Core {
-                reactor,
-                dispatch: Dispatch,
-            }),
-            remote,
-            followers: Mutex::new(Slab::new()),
-        };
-        // Two threads may race here; the loser's reactor is simply dropped.
-        let _ = DRIVER.set(driver);
-        Ok(DRIVER.get().expect("driver was just set"))
-    }
-
-    fn try_lead(&self) -> Option<MutexGuard<'_, Core>> {
-        match self.core.try_lock() {
-            Ok(core) => Some(core),
-            // Known weakness: a panic inside `Dispatch` (a broken invariant)
-            // leaves the reactor refusing every later turn, so from then on
-            // every wait that must lead fails with an error. Taking the
-            // poisoned lock at least lets followers see that error rather
-            // than hang.
-            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
-    }
-
-    fn followers(&self) -> MutexGuard<'_, Slab<Arc<Waiter>>> {
-        self.followers.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Runs a request now if no one leads, else hands it to the leader.
-    fn submit(&self, request: Request) {
-        if let Some(mut core) = self.try_lead() {
-            let Core { reactor, dispatch } = &mut *core;
-            dispatch.message(reactor, request);
-            drop(core);
-            self.after_lead();
-            return;
-        }
-        if let Err(e) = self.remote.send(request) {
-            log::warn!("the sync driver's reactor is gone: {e}");
-            return;
-        }
-        // Pairs with the fence in `after_lead`: either the leader sees the
-        // message after unlocking, or this try_lock sees the lock free.
-        fence(Ordering::SeqCst);
-        if let Some(mut core) = self.try_lead() {
-            turn_now(&mut core);
-            drop(core);
-            self.after_lead();
-        }
-    }
-
-    /// Leads until `waiter` is settled.
-    fn lead(&self, mut core: MutexGuard<'_, Core>, waiter: &Waiter) -> io::Result<()> {
-        let mut result = Ok(());
-        while waiter.is_waiting() {
-            let Core { reactor, dispatch } = &mut *core;
-            if let Err(e) = reactor.turn(dispatch, None) {
-                // Never leave the wait open: it would linger in the lists.
-                waiter.settle(READY);
-                result = Err(e);
-                break;
-            }
-        }
-        drop(core);
-        self.after_lead();
-        result
-    }
-
-    /// After unlocking: hand the lead to a follower that still waits, and
-    /// handle requests that arrived while this thread held the lock.
-    fn after_lead(&self) {
-        fence(Ordering::SeqCst);
-        loop {
-            if self.pass_baton() {
-                return;
-            }
-            if self.remote.pending() == 0 {
-                return;
-            }
-            match self.try_lead() {
-                Some(mut core) => turn_now(&mut core),
-                // The holder will do this same check when it lets go.
-                None => return,
-            }
-            fence(Ordering::SeqCst);
-        }
-    }
-
-    /// Wakes one waiting follower to lead. Returns whether there was one.
-    fn pass_baton(&self) -> bool {
-        let followers = self.followers();
-        match followers.iter().find(|(_, waiter)| waiter.is_waiting()) {
-            Some((_, waiter)) => {
-                waiter.baton.store(true, Ordering::Release);
-                waiter.thread.unpark();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Follows: posts the wait, parks, leads if the lock comes free.
-    fn follow(
-        &self,
-        request: Request,
-        waiter: &Arc<Waiter>,
-        deadline: Option<Instant>,
-        recheck: &dyn Fn() -> bool,
-    ) -> io::Result<()> {
-        let key = self.followers().insert(Arc::clone(waiter));
-        let wake_leader = match &request {
-            Request::Wait { targets, .. } => targets.iter().any(|t| !t.io.source().is_registered()),
-            _ => true,
-        };
-        let sent = if wake_leader {
-            self.remote.send(request)
-        } else {
-            self.remote.post(request)
-        };
-        let mut result = match sent {
-            Ok(()) => Ok(()),
-            Err(_) => Err(io::Error::other("the sync driver's reactor is gone")),
-        };
-        fence(Ordering::SeqCst);
-        if result.is_ok() && recheck() {
-            // A readiness event was dispatched between the try and the post.
-            waiter.settle(READY);
-        }
-        while result.is_ok() && waiter.is_waiting() {
-            waiter.baton.store(false, Ordering::Release);
-            if let Some(core) = self.try_lead() {
-                result = self.lead(core, waiter);
-                break;
-            }
-            match deadline {
-                None => thread::park(),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        waiter.settle(TIMED_OUT);
-                        break;
+            } => {
+                if let Err(e) = contain(|| {
+                    #[cfg(feature = "testing")]
+                    for target in &targets {
+                        if target.io.source().panic_next.swap(false, Ordering::AcqRel) {
+                            panic!("injected by ontime_sync::testing::panic_in_dispatch");
+                        }
                     }
-                    thread::park_timeout(deadline - now);
+                    self.file(reactor, &targets, deadline, &waiter);
+                }) {
+                    waiter.fail(e);
                 }
             }
+            Request::Expire(waiter, at) => match at {
+                Some(at) if waiter.is_waiting() && std::time::Instant::now() < at => {
+                    // Never early: a timer for the rest (within a tick).
+                    reactor.timer_at(at, waiter);
+                }
+                _ => waiter.settle(TIMED_OUT),
+            },
+            // No wait is open on a closed socket (a waiting call holds a
+            // handle): its lists hold settled waits only.
+            Request::Forget(token) => drop(reactor.forget(token)),
         }
-        self.followers().remove(key);
-        if waiter.baton.load(Ordering::Acquire) {
-            // Asked to lead but leaving: do what a leader does on leaving,
-            // which hands the lead on or, with no follower left, handles the
-            // queued requests itself (a `Close` among them would otherwise
-            // wait for the next thread that waits, its descriptor open).
-            self.after_lead();
-        }
-        if result.is_err() {
-            // The reactor is gone: never return with the wait still open.
-            waiter.settle(READY);
-        }
-        result
     }
 }
 
-/// Turns the reactor without blocking, to handle what is queued. A poll
-/// error is only logged: the waits it concerns have their own deadlines,
-/// and the next leader polls again.
-fn turn_now(core: &mut Core) {
-    let Core { reactor, dispatch } = core;
-    if let Err(e) = reactor.turn(dispatch, Some(Duration::ZERO)) {
-        log::warn!("the sync driver's poll failed: {e}");
+/// The spare reactor, shared by the threads that cannot have their own.
+struct Spare {
+    remote: Remote<Request>,
+    /// The reactor until its thread takes it.
+    parked: Mutex<Option<(Reactor<Dispatch>, Dispatch)>>,
+}
+
+/// The spare reactor, once made.
+static SPARE: OnceLock<Spare> = OnceLock::new();
+/// Held while making it, so that two threads do not both spend descriptors.
+static SPARE_MAKING: Mutex<()> = Mutex::new(());
+
+impl Spare {
+    /// The spare reactor, made now if it does not exist yet. Two descriptors (poller and waker) for the whole process.
+    fn get() -> io::Result<&'static Spare> {
+        if let Some(spare) = SPARE.get() {
+            return Ok(spare);
+        }
+        let _making = SPARE_MAKING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(spare) = SPARE.get() {
+            return Ok(spare);
+        }
+        let reactor = Builder::new()
+            .tick(TICK)
+            .messages_per_turn(1024)
+            .build::<Dispatch>()?;
+        let remote = reactor.remote();
+        let dispatch = Dispatch {
+            home: Home::new(Inbox::Spare(reactor.remote())),
+        };
+        let spare = Spare {
+            remote,
+            parked: Mutex::new(Some((reactor, dispatch))),
+        };
+        Ok(SPARE.get_or_init(|| spare))
+    }
+
+    /// Starts the reactor's thread, unless it runs already.
+    fn start(&self) -> io::Result<()> {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((reactor, dispatch)) = parked.take() else {
+            return Ok(());
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = thread::Builder::new()
+            .name("ontime-sync spare reactor".to_owned())
+            .spawn(move || {
+                let (mut reactor, mut dispatch) = rx.recv().expect("sent after the spawn");
+                run_spare(&mut reactor, &mut dispatch);
+            });
+        match spawned {
+            Ok(_) => {
+                tx.send((reactor, dispatch))
+                    .expect("the thread waits for it");
+                Ok(())
+            }
+            Err(e) => {
+                *parked = Some((reactor, dispatch));
+                Err(e)
+            }
+        }
+    }
+
+    fn wait(&self, targets: &[Target], deadline: Deadline) -> io::Result<Outcome> {
+        self.start()?;
+        let waiter = Arc::new(Waiter {
+            state: AtomicU8::new(WAITING),
+            error: Mutex::new(None),
+            thread: thread::current(),
+        });
+        let request = Request::Wait {
+            targets: targets.to_vec(),
+            deadline,
+            waiter: Arc::clone(&waiter),
+        };
+        if self.remote.send(request).is_err() {
+            return Err(io::Error::other("ontime-sync: the spare reactor is gone"));
+        }
+        // The deadline is the reactor's timer: it settles the wait.
+        while waiter.is_waiting() {
+            thread::park();
+        }
+        waiter.outcome()
     }
 }
 
-/// Waits until one of `targets` is ready, the deadline passes, or the socket
-/// is shut down. The caller read each target's tick before trying its
+/// The spare reactor's thread: turns it for ever. Handler panics are
+/// contained in the handler; a failed poll is logged and retried after a
+/// pause, so that a persistent error cannot spin.
+fn run_spare(reactor: &mut Reactor<Dispatch>, dispatch: &mut Dispatch) {
+    loop {
+        if let Err(e) = reactor.turn(dispatch, None) {
+            log::error!("ontime-sync: the spare reactor's poll failed: {e}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// Counts a call as waiting on its targets while it lives.
+struct Waiting<'a>(&'a [Target]);
+
+impl<'a> Waiting<'a> {
+    fn new(targets: &'a [Target]) -> Waiting<'a> {
+        for target in targets {
+            target.io.source().waiting.fetch_add(1, Ordering::AcqRel);
+        }
+        Waiting(targets)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        for target in self.0 {
+            target.io.source().waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Waits until one of `targets` moves (readiness, or a shutdown) or the
+/// deadline passes. The caller read each target's tick before trying its
 /// operation; the wait settles at once if a tick has moved since.
+/// `Deadline::Now` looks once: it takes in the readiness the OS has
+/// without blocking (for `select` with a zero timeout).
 ///
 /// # Errors
 ///
-/// Any error creating the driver's reactor, polling, or registering a socket.
+/// Any error polling or registering a socket, or of a dispatch that
+/// panicked; with no reactor of its own and no spare one, the error making
+/// the spare one.
 pub(crate) fn wait(targets: &[Target], deadline: Deadline) -> io::Result<Outcome> {
-    let deadline = match deadline {
-        Deadline::Now => return Ok(Outcome::TimedOut),
-        Deadline::At(at) => {
-            if Instant::now() >= at {
-                return Ok(Outcome::TimedOut);
-            }
-            Some(at)
-        }
-        Deadline::Never => None,
-    };
-    let driver = Driver::get()?;
-    for target in targets {
-        target.io.source().engaged.store(true, Ordering::Release);
-        target.io.source().waiting.fetch_add(1, Ordering::SeqCst);
+    // A deadline already past needs no check here: its timer is due, and
+    // the reactor fires it in the next turn without blocking.
+    let _waiting = Waiting::new(targets);
+    if let Some(result) = wait_own(targets, deadline) {
+        return result;
     }
-    let outcome = wait_in(driver, targets, deadline);
-    for target in targets {
-        target.io.source().waiting.fetch_sub(1, Ordering::SeqCst);
-    }
-    outcome
-}
-
-fn wait_in(
-    driver: &'static Driver,
-    targets: &[Target],
-    deadline: Option<Instant>,
-) -> io::Result<Outcome> {
-    let waiter = Arc::new(Waiter::new());
-    if let Some(mut core) = driver.try_lead() {
-        file(&mut core.reactor, targets, deadline, &waiter);
-        driver.lead(core, &waiter)?;
-        return waiter.outcome();
-    }
-    // The leader needs its own copy; the caller's stays here for the recheck.
-    let request = Request::Wait {
-        targets: targets.to_vec(),
-        deadline,
-        waiter: Arc::clone(&waiter),
-    };
-    let moved = || {
-        targets
-            .iter()
-            .any(|t| t.io.source().tick(t.direction) != t.tick)
-    };
-    driver.follow(request, &waiter, deadline, &moved)?;
-    waiter.outcome()
+    Spare::get()?.wait(targets, deadline)
 }

@@ -43,7 +43,39 @@ pub(crate) fn retry<S, R>(
     handle: &Handle<S>,
     direction: Direction,
     deadline: Deadline,
+    op: impl FnMut(&S) -> io::Result<R>,
+) -> io::Result<R>
+where
+    S: AsRawFd + Send + Sync + 'static,
+{
+    retry_noting(handle, direction, deadline, op, |_| false)
+}
+
+/// [`retry`] for a stream read into `len` bytes: a read that returns
+/// fewer (but some) bytes emptied the socket's receive queue, so the next
+/// read waits without trying first, until a readiness event moves the
+/// tick. A read of 0 (end of file) is not taken for drained: no event
+/// would follow it.
+pub(crate) fn retry_read<S>(
+    handle: &Handle<S>,
+    deadline: Deadline,
+    len: usize,
+    op: impl FnMut(&S) -> io::Result<usize>,
+) -> io::Result<usize>
+where
+    S: AsRawFd + Send + Sync + 'static,
+{
+    retry_noting(handle, Direction::Read, deadline, op, |&n| n > 0 && n < len)
+}
+
+/// The one retry loop. `drained` says whether a successful result shows
+/// the socket drained in `direction`.
+fn retry_noting<S, R>(
+    handle: &Handle<S>,
+    direction: Direction,
+    deadline: Deadline,
     mut op: impl FnMut(&S) -> io::Result<R>,
+    drained: impl Fn(&R) -> bool,
 ) -> io::Result<R>
 where
     S: AsRawFd + Send + Sync + 'static,
@@ -52,7 +84,15 @@ where
     loop {
         // Read before the try: a readiness event after it moves the tick.
         let tick = io.source.tick(direction);
-        match op(&io.sock) {
+        // Known drained at this tick: the try would fail, so wait first
+        // (never in non-blocking mode, which must try).
+        let skip = deadline != Deadline::Now && io.source.is_drained(direction, tick);
+        let result = if skip {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            op(&io.sock)
+        };
+        match result {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 io.source.set_blocked(direction, tick);
                 if deadline == Deadline::Now {
@@ -69,6 +109,12 @@ where
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(r) => {
+                if drained(&r) {
+                    io.source.set_blocked(direction, tick);
+                }
+                return Ok(r);
+            }
             result => return result,
         }
     }
@@ -77,7 +123,8 @@ where
 /// Calls `op` with ever smaller remainders of `len` bytes until all are
 /// done, within ONE deadline for the whole call (Python's `sendall` since
 /// 3.5; also `read_exact`). `op` returns how many bytes it handled, 0 for
-/// end of file.
+/// end of file. It is for streams: a read short of the rest is taken for
+/// drained, as in [`retry_read`].
 ///
 /// # Errors
 ///
@@ -97,7 +144,9 @@ where
 {
     let mut done = 0;
     while done < len {
-        match retry(handle, direction, deadline, |sock| op(sock, done))? {
+        // A stream read short of the rest emptied the receive queue.
+        let drained = |&n: &usize| direction == Direction::Read && n > 0 && n < len - done;
+        match retry_noting(handle, direction, deadline, |sock| op(sock, done), drained)? {
             0 => return Err(eof()),
             n => done += n,
         }

@@ -202,7 +202,7 @@
 //! - **R13 Shutdown wakes waiters.** [`shutdown`](TcpStream::shutdown) from
 //!   another thread (on a [`TcpStream`], [`UnixStream`] or [`UnixDatagram`])
 //!   wakes every call blocked on that socket, through any of its
-//!   [`try_clone`](TcpStream::try_clone) duplicates, whatever the OS answers.
+//!   [`try_clone`](TcpStream::try_clone) handles, whatever the OS answers.
 //!   The woken calls try again and see what the OS reports: a receive after
 //!   `shutdown(Read)` gets `Ok(0)` (on a [`UnixDatagram`] in blocking and
 //!   timeout mode the crate returns it, as a blocking receive in the kernel
@@ -214,11 +214,12 @@
 //!   call that still cannot go on waits again, within its same deadline.
 //!   [`UdpSocket`] and the listeners have no `shutdown`, as in std.
 //! - **R14 Same reactor.** The waits are readiness registrations plus
-//!   deadline timers in the process's one `ontime_core::Reactor` and its
-//!   timer wheel, driven by the waiting threads themselves (see
-//!   [Implementation](#implementation)). A socket is registered on its first
-//!   wait; there is no `poll(2)` or `select(2)` per call and no helper thread
-//!   per socket, and [`select()`] waits in the same reactor. Two Unix
+//!   deadline timers in an `ontime_core::Reactor` and its timer wheel: the
+//!   waiting thread's own, each turned by its thread (see
+//!   [Implementation](#implementation)). A socket is registered in a
+//!   thread's reactor on the thread's first wait on it; there is no
+//!   `poll(2)` or `select(2)` per call and no helper thread per socket, and
+//!   [`select()`] waits in the same reactors. Two Unix
 //!   operations have no readiness event to announce that they can go on: a
 //!   [`UnixStream::connect`] to a listener whose accept queue is full, and a
 //!   [`UnixDatagram::send_to`] to a receiver whose queue is full. They are
@@ -282,14 +283,31 @@
 //!
 //! Descriptors are always non-blocking. A call tries the system call first
 //! (if data is there, a read costs one system call); on `WouldBlock` it
-//! waits in the process's one `ontime_core::Reactor`: its interest is a
-//! readiness registration and its deadline a timer in the reactor's wheel.
-//! The waiting thread drives the reactor itself when no other thread does
-//! (leader/follower); others park with their own deadline until the leader
-//! wakes them, and a leader that is done hands the role on. There is no
+//! waits in its thread's own `ontime_core::Reactor`: its interest is a
+//! readiness registration and its deadline a timer in that reactor's
+//! wheel, and the thread turns the reactor until the socket moves or the
+//! timer fires. The kernel wakes each waiting thread directly; no thread
+//! wakes another. A stream read that returns fewer bytes than asked
+//! emptied the socket, so the next read waits without trying first, until
+//! a readiness event comes (never once the peer's FIN or an error has been
+//! seen, after which a read may return at once with no event). There is no
 //! `poll(2)` per call, no thread per socket and no busy waiting. (The two
 //! Unix operations that no readiness event announces wait on a timer alone,
 //! in the same wheel: see R14.)
+//!
+//! ## Descriptors
+//!
+//! - **One per thread that has waited**: its reactor's poller (an epoll
+//!   instance on Linux), made at the thread's first wait and closed when
+//!   the thread exits. Sockets stay registered in it until they close or
+//!   the thread exits; a socket waited on by several threads is registered
+//!   in each of their reactors.
+//! - **Two for the process**: a spare reactor (poller and waker), made at
+//!   the process's first wait. A thread that cannot make its own reactor
+//!   (the process is out of descriptors) waits in the spare one instead of
+//!   failing with `EMFILE`; its thread is started only then.
+//! - **None per handle**: [`try_clone`](TcpStream::try_clone) shares the
+//!   descriptor.
 
 #![forbid(unsafe_code)]
 

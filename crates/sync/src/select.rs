@@ -2,12 +2,11 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ontime_core::Direction;
 
 use crate::driver::{self, Outcome, Registered, Target};
-use crate::mode::Deadline;
 use crate::Mode;
 
 /// A socket that [`select`] can watch: every socket type of this crate.
@@ -69,9 +68,9 @@ impl Selected {
 /// a call on it last reported `WouldBlock`. As with `select(2)`, readiness
 /// can be stale by the time the caller acts (another thread may read first,
 /// or the data may have been read without reaching `WouldBlock`), so use
-/// non-blocking mode and expect the occasional `WouldBlock`. The first time
-/// a socket is selected it is registered with the reactor, so a zero
-/// timeout waits up to a millisecond for the reactor to report its state.
+/// non-blocking mode and expect the occasional `WouldBlock`. A zero timeout
+/// never waits: it takes in what readiness the OS has, registering the
+/// sockets new to the reactor, with one poll that does not block.
 ///
 /// # Errors
 ///
@@ -98,7 +97,7 @@ pub fn select(
     write: &[&dyn Selectable],
     timeout: Option<Duration>,
 ) -> io::Result<Selected> {
-    let mut deadline = Mode::from_timeout(timeout).deadline();
+    let deadline = Mode::from_timeout(timeout).deadline();
     let mut targets: Vec<Target> = read
         .iter()
         .map(|s| (s, Direction::Read))
@@ -109,10 +108,6 @@ pub fn select(
             tick: 0,
         })
         .collect();
-    if deadline == Deadline::Now && targets.iter().any(|t| !t.io.source().is_registered()) {
-        // Give the reactor one tick to register the new ones and report them.
-        deadline = Deadline::At(Instant::now() + Duration::from_millis(1));
-    }
     loop {
         let mut selected = Selected::default();
         for (position, target) in targets.iter_mut().enumerate() {

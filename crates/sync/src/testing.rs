@@ -1,13 +1,16 @@
-//! Hooks for tests: how to know that a call is really waiting, rather than
-//! sleeping and hoping. Built only with the `testing` feature; not part of
-//! the crate's API.
+//! Hooks for tests: how to know that a call is really waiting rather than
+//! sleeping and hoping, a way into the spare reactor without running out
+//! of descriptors, and a panic injected where a bug would panic. Built only
+//! with the `testing` feature; not part of the crate's API.
 
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::Selectable;
 
-/// How many calls are waiting on `sock` right now: they tried, found the
-/// socket not ready, and are between filing their wait and being woken.
+/// How many calls are waiting on `sock` right now: they are between
+/// deciding to wait and being woken.
 pub fn waiters(sock: &dyn Selectable) -> usize {
     sock.select_handle().io().source().waiting()
 }
@@ -23,4 +26,29 @@ pub fn wait_for_waiters(sock: &dyn Selectable, n: usize, limit: Duration) -> boo
         std::thread::sleep(Duration::from_millis(1));
     }
     true
+}
+
+thread_local! {
+    static USE_SPARE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes this thread's waits use the process's spare reactor, as a thread
+/// that could not have a reactor of its own does.
+pub fn use_spare_reactor(on: bool) {
+    USE_SPARE.with(|cell| cell.set(on));
+}
+
+pub(crate) fn uses_spare() -> bool {
+    USE_SPARE.try_with(Cell::get).unwrap_or(false)
+}
+
+/// Makes the next dispatch about `sock` panic, as a broken invariant
+/// would: the readiness event in this thread's reactor, or the filing of a
+/// wait in the spare reactor.
+pub fn panic_in_dispatch(sock: &dyn Selectable) {
+    sock.select_handle()
+        .io()
+        .source()
+        .panic_next
+        .store(true, Ordering::Release);
 }

@@ -112,6 +112,10 @@ macro_rules! socket_common {
                 "handle's mode; afterwards the two modes are independent (R11). Where the\n",
                 "type has a `shutdown`, one through either handle wakes the calls waiting\n",
                 "on both (R13).\n\n",
+                "Unlike `dup` and std's `try_clone`, the handles share one descriptor\n",
+                "(`as_raw_fd` gives the same number), which closes when the last handle\n",
+                "is dropped: a clone costs no descriptor, and the socket has one\n",
+                "registration per waiting thread however many handles it has.\n\n",
                 "# Examples\n\n```\nuse std::time::Duration;\n# fn main() -> std::io::Result<()> {\n",
                 $make, "\nsock.set_timeout(Some(Duration::from_secs(1)))?;\n",
                 "let clone = sock.try_clone()?;\n",
@@ -119,10 +123,10 @@ macro_rules! socket_common {
                 "clone.set_blocking(false)?;\n",
                 "assert_eq!(sock.timeout(), Some(Duration::from_secs(1)));\n",
                 "# Ok(())\n# }\n```\n\n# Errors\n\n",
-                "The OS error duplicating the descriptor (for example `EMFILE`).")]
+                "None: sharing the descriptor cannot fail. The `Result` mirrors std.")]
             pub fn try_clone(&self) -> std::io::Result<$ty> {
                 Ok($ty {
-                    handle: self.handle.duplicate(<$std>::try_clone)?,
+                    handle: self.handle.share(),
                     mode: $crate::mode::ModeCell::new(self.mode()),
                 })
             }

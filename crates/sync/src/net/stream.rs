@@ -16,7 +16,7 @@ use rustix::net::{RecvFlags, SendFlags};
 use socket2::SockRef;
 
 use crate::driver::Handle;
-use crate::io::{retry, retry_all};
+use crate::io::{retry, retry_all, retry_read};
 use crate::mode::Deadline;
 
 /// Whether `e` is `EINPROGRESS`: a non-blocking connect that goes on in the
@@ -80,7 +80,7 @@ where
     if buf.is_empty() {
         return Ok(0);
     }
-    retry(handle, Direction::Read, deadline, |mut sock| sock.read(buf))
+    retry_read(handle, deadline, buf.len(), |mut sock| sock.read(buf))
 }
 
 /// `peek`: as [`recv`], but the data stays queued; at once for an empty
