@@ -13,8 +13,8 @@
 //! Options: `--addr HOST:PORT` (default 127.0.0.1:7001), `--timeout-ms N`
 //! (default 5000; it bounds the connect and each exchange), `--count N` and
 //! `--size B` (default 64) for pings; `--help` lists them.
-//! The first ping also pays for the process's first wait: creating the
-//! shared reactor and registering the socket.
+//! The first ping also pays for the thread's first wait: creating its
+//! reactor (and the process's spare one) and registering the socket.
 //!
 //! What it shows: every call is written as blocking code, and the socket's
 //! timeout mode turns a server that is not there into `ConnectionRefused`

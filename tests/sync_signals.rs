@@ -286,8 +286,8 @@ fn full_accept_queue() -> Option<(TcpListener, std::net::TcpStream)> {
 #[test]
 fn signals_neither_interrupt_nor_extend_a_timed_wait() {
     watchdog(WATCHDOG, || {
-        // Three waiters at once, so that both the thread leading the reactor
-        // and parked followers are interrupted.
+        // Three waiters at once, each in its own thread's reactor, all
+        // interrupted.
         let pairs: Vec<_> = (0..3).map(|_| pair(Some(T))).collect();
         let reads = pairs
             .iter()

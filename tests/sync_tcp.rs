@@ -1445,10 +1445,9 @@ fn select_with_zero_timeout_returns_promptly() {
 // R6: no busy waiting
 
 /// A thread blocked for a second sleeps: a spin check, not a benchmark. Two
-/// threads wait at once, so both the thread that turns the reactor and one
-/// that parks are measured. The reactor is the process's one, led by any
-/// thread that waits, so the body runs in a child process where no other
-/// test's thread can be the leader.
+/// threads wait at once, one in timeout mode and one blocking, each in its
+/// own reactor. The body runs in a child process, so that the process's CPU
+/// time is theirs alone.
 #[test]
 fn blocked_threads_use_little_cpu() {
     watchdog(WATCHDOG, || {
