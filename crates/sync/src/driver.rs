@@ -97,9 +97,10 @@ pub(crate) struct Source {
     read_shut: AtomicBool,
     /// Calls waiting on this socket right now.
     waiting: AtomicUsize,
-    /// The id of the first reactor the socket was registered in (0: none
-    /// yet), readable without the lock: a socket is mostly waited on by one
-    /// thread, whose waits then take no lock.
+    /// The id of a reactor the socket is registered in (0: none yet; the
+    /// first, or a later one once the first is gone), readable without the
+    /// lock: a socket is mostly waited on by one thread, whose waits then
+    /// take no lock.
     first_home: AtomicU64,
     /// The reactors the socket is registered in, with its token in each.
     homes: Mutex<Vec<(Weak<Home>, Token)>>,
@@ -406,16 +407,23 @@ fn register<H: Handler<State = Entry>>(
     };
     let token = reactor.register(entry, Interest::READABLE | Interest::WRITABLE)?;
     homes.push((Arc::downgrade(home), token));
-    // Only ever set once, so a reader never pairs an id with a stale list.
-    let _ = source
-        .first_home
-        .compare_exchange(0, home.id, Ordering::AcqRel, Ordering::Acquire);
+    // The fast path's reactor: the first, or this one once the first is
+    // gone (its thread exited), so that a socket outliving its first
+    // waiter's thread keeps a lock-free check. Set after the push: a reader
+    // that sees this id finds the registration made.
+    let first = source.first_home.load(Ordering::Acquire);
+    let first_lives = homes
+        .iter()
+        .any(|(h, _)| h.upgrade().is_some_and(|h| h.id == first));
+    if !first_lives {
+        source.first_home.store(home.id, Ordering::Release);
+    }
     Ok(token)
 }
 
 /// Whether the socket is registered in the reactor `home`, without the
-/// lock when it is the socket's first (ids never repeat, so a dead
-/// reactor's id matches no live one).
+/// lock when it is the socket's [`first_home`](Source::first_home) (ids
+/// never repeat, so a dead reactor's id matches no live one).
 fn is_registered_in(io: &dyn Registered, home: &Home) -> bool {
     io.source().first_home.load(Ordering::Acquire) == home.id
 }
