@@ -16,7 +16,6 @@
 //! that must succeed; every test body runs under a 60 s watchdog and every
 //! loop is bounded.
 
-use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -28,6 +27,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 mod common;
 
+use common::tcp::{full_accept_queue, refused_addr, small_buffer_pair};
+
 use common::{
     assert_prompt, assert_timed_out, assert_times_out, assert_waiting, expect_kind,
     expect_kind_promptly, expect_timed_out, in_child, timed, watchdog, MUST_SUCCEED, WATCHDOG,
@@ -35,8 +36,6 @@ use common::{
 
 /// The timeout under test in timing tests.
 const T: Duration = Duration::from_millis(300);
-/// `SO_SNDBUF` and `SO_RCVBUF` for the tests that fill buffers.
-const SMALL_BUFFER: usize = 64 * 1024;
 /// More than the shrunk buffers of both ends hold together, so a `send_all`
 /// of it to a peer that does not read cannot finish.
 const MORE_THAN_BUFFERED: usize = 16 << 20;
@@ -54,70 +53,6 @@ fn pair() -> (TcpStream, TcpStream) {
     let client = TcpStream::connect(listener.local_addr().expect("local_addr")).expect("connect");
     let (server, _) = listener.accept().expect("accept");
     (client, server)
-}
-
-/// A connected pair whose send and receive buffers are shrunk to
-/// [`SMALL_BUFFER`] before connecting, so that the buffers fill quickly.
-/// Both streams are blocking.
-fn small_buffer_pair() -> (TcpStream, TcpStream) {
-    let shrunk = || {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-        socket
-            .set_recv_buffer_size(SMALL_BUFFER)
-            .expect("SO_RCVBUF");
-        socket
-            .set_send_buffer_size(SMALL_BUFFER)
-            .expect("SO_SNDBUF");
-        socket
-    };
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let listen = shrunk();
-    listen.bind(&any.into()).expect("bind");
-    listen.listen(16).expect("listen");
-    let listener = TcpListener::from(std::net::TcpListener::from(listen));
-    let connect = shrunk();
-    // A blocking connect, as std's.
-    connect
-        .connect(&listener.local_addr().expect("local_addr").into())
-        .expect("connect");
-    let client = TcpStream::from(std::net::TcpStream::from(connect));
-    let (server, _) = listener.accept().expect("accept");
-    (client, server)
-}
-
-/// An address on 127.0.0.1 where no TCP listener is: a port the OS just gave
-/// out and took back.
-fn refused_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local_addr")
-}
-
-/// A listener whose accept queue is full, with the filler connection that
-/// fills it ("a real connect timeout on loopback only" in the contract):
-/// backlog 0 and one connection nobody accepts, so Linux drops the next SYN
-/// and a connect to it times out. `None`, after saying so, where the kernel
-/// refuses such connects instead (`tcp_abort_on_overflow` is 1).
-fn full_accept_queue() -> Option<(TcpListener, std::net::TcpStream)> {
-    let abort = fs::read_to_string("/proc/sys/net/ipv4/tcp_abort_on_overflow").unwrap_or_default();
-    if abort.trim() == "1" {
-        eprintln!("skipped: net.ipv4.tcp_abort_on_overflow is 1, so a full accept queue refuses instead of dropping SYNs");
-        return None;
-    }
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let listen = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    listen.bind(&any.into()).expect("bind");
-    listen.listen(0).expect("listen");
-    let listener = TcpListener::from(std::net::TcpListener::from(listen));
-    let filler = std::net::TcpStream::connect(listener.local_addr().expect("local_addr"))
-        .expect("filler connect");
-    // The filler counts against the backlog once it sits in the accept queue.
-    let ready = select(&[&listener], &[], Some(MUST_SUCCEED)).expect("select");
-    assert_eq!(
-        ready.readable,
-        vec![0],
-        "the filler connection never reached the accept queue"
-    );
-    Some((listener, filler))
 }
 
 /// The TCP state of `stream` (`tcpi_state` of `TCP_INFO`).

@@ -13,22 +13,18 @@
 
 mod common;
 
+use common::tcp::{full_accept_queue, small_buffer_pair};
+
 use std::cell::Cell;
-use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Once};
 use std::thread;
 use std::time::Duration;
 
-use common::{
-    assert_timed_out, assert_timed_out_error, assert_waiting, timed, watchdog, MUST_SUCCEED,
-    WATCHDOG,
-};
-use ontime::sync::{create_connection, select, TcpListener, TcpStream};
-use socket2::{Domain, Protocol, Socket, Type};
+use common::{assert_timed_out, assert_timed_out_error, assert_waiting, timed, watchdog, WATCHDOG};
+use ontime::sync::{create_connection, TcpListener, TcpStream};
 
 thread_local! {
     /// Signals delivered to this thread so far, to show that a test really
@@ -100,8 +96,6 @@ const SIGNAL_LATE: Duration = Duration::from_millis(700);
 const MIN_DELIVERED: usize = 3;
 /// The timeout under test.
 const T: Duration = Duration::from_millis(300);
-/// `SO_SNDBUF` and `SO_RCVBUF` for the test that fills buffers.
-const SMALL_BUFFER: usize = 64 * 1024;
 
 /// Sends `SIGUSR1` to each of `targets` every [`EVERY`] until `stop` is set,
 /// for at most [`PESTER_LIMIT`].
@@ -231,56 +225,6 @@ fn pair(timeout: Option<Duration>) -> (TcpStream, TcpStream) {
     let client = create_connection(listener.local_addr().unwrap(), timeout).unwrap();
     let (server, _) = listener.accept().unwrap();
     (client, server)
-}
-
-/// A connected pair whose buffers are shrunk to [`SMALL_BUFFER`] before
-/// connecting, so that a peer that does not read stops a send quickly. Both
-/// are blocking.
-fn small_buffer_pair() -> (TcpStream, TcpStream) {
-    let shrunk = || {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-        socket.set_recv_buffer_size(SMALL_BUFFER).unwrap();
-        socket.set_send_buffer_size(SMALL_BUFFER).unwrap();
-        socket
-    };
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let listen = shrunk();
-    listen.bind(&any.into()).unwrap();
-    listen.listen(16).unwrap();
-    let listener = TcpListener::from(std::net::TcpListener::from(listen));
-    let connect = shrunk();
-    connect
-        .connect(&listener.local_addr().unwrap().into())
-        .unwrap();
-    let client = TcpStream::from(std::net::TcpStream::from(connect));
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
-
-/// A listener whose accept queue is full, with its filler connection (the
-/// contract's "real connect timeout on loopback only": backlog 0, one
-/// connection nobody accepts, so Linux drops the next SYN). `None`, after
-/// saying so, where `tcp_abort_on_overflow` is 1 and the connect would be
-/// refused instead.
-fn full_accept_queue() -> Option<(TcpListener, std::net::TcpStream)> {
-    let abort = fs::read_to_string("/proc/sys/net/ipv4/tcp_abort_on_overflow").unwrap_or_default();
-    if abort.trim() == "1" {
-        eprintln!("skipped: net.ipv4.tcp_abort_on_overflow is 1, so a full accept queue refuses instead of dropping SYNs");
-        return None;
-    }
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let listen = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    listen.bind(&any.into()).unwrap();
-    listen.listen(0).unwrap();
-    let listener = TcpListener::from(std::net::TcpListener::from(listen));
-    let filler = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let ready = select(&[&listener], &[], Some(MUST_SUCCEED)).unwrap();
-    assert_eq!(
-        ready.readable,
-        vec![0],
-        "the filler connection never reached the accept queue"
-    );
-    Some((listener, filler))
 }
 
 #[test]

@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -20,9 +20,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ontime_sync::{create_connection, select, Mode, TcpListener, TcpStream};
-use socket2::{Domain, Protocol, Socket, Type};
 
 mod common;
+
+use common::tcp::{full_accept_queue, refused_addr, small_buffer_pair, SMALL_BUFFER};
 
 use common::{
     assert_prompt, assert_timed_out, assert_times_out, assert_waiting, expect_kind,
@@ -32,8 +33,6 @@ use common::{
 
 /// The timeout under test in most timing tests.
 const T: Duration = Duration::from_millis(300);
-/// `SO_SNDBUF` and `SO_RCVBUF` for the tests that fill buffers.
-const SMALL_BUFFER: usize = 64 * 1024;
 /// The most chunks a fill loop sends before giving up (64 MiB of 64 KiB
 /// chunks, far more than the shrunk buffers hold).
 const FILL_LIMIT: usize = 1024;
@@ -48,72 +47,6 @@ fn pair() -> (TcpStream, TcpStream) {
     let client = TcpStream::connect(listener.local_addr().expect("local_addr")).expect("connect");
     let (server, _) = listener.accept().expect("accept");
     (client, server)
-}
-
-/// A connected pair whose send and receive buffers are shrunk to
-/// [`SMALL_BUFFER`] before connecting, so that fill loops end quickly. Both
-/// streams are blocking.
-fn small_buffer_pair() -> (TcpStream, TcpStream) {
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let listen = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    listen
-        .set_recv_buffer_size(SMALL_BUFFER)
-        .expect("SO_RCVBUF");
-    listen
-        .set_send_buffer_size(SMALL_BUFFER)
-        .expect("SO_SNDBUF");
-    listen.bind(&any.into()).expect("bind");
-    listen.listen(16).expect("listen");
-    let listener = TcpListener::from(std::net::TcpListener::from(listen));
-    let addr = listener.local_addr().expect("local_addr");
-
-    let connect = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    connect
-        .set_send_buffer_size(SMALL_BUFFER)
-        .expect("SO_SNDBUF");
-    connect
-        .set_recv_buffer_size(SMALL_BUFFER)
-        .expect("SO_RCVBUF");
-    // A blocking connect, as std's.
-    connect.connect(&addr.into()).expect("connect");
-    let client = TcpStream::from(std::net::TcpStream::from(connect));
-    let (server, _) = listener.accept().expect("accept");
-    (client, server)
-}
-
-/// An address on 127.0.0.1 where nothing listens: a port the OS just gave
-/// out and took back.
-fn refused_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local_addr")
-}
-
-/// A listener whose accept queue is full, with the filler connection that
-/// fills it (see "a real connect timeout" under the timing bounds of the
-/// contract in ontime-sync's crate docs): backlog 0 and one connection
-/// nobody accepts, so Linux drops the next SYN.
-/// `None` (after saying so) where the kernel refuses such connects instead.
-fn full_accept_queue() -> Option<(TcpListener, std::net::TcpStream)> {
-    let abort = fs::read_to_string("/proc/sys/net/ipv4/tcp_abort_on_overflow").unwrap_or_default();
-    if abort.trim() == "1" {
-        eprintln!("skipped: net.ipv4.tcp_abort_on_overflow is 1, so a full accept queue refuses instead of dropping SYNs");
-        return None;
-    }
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let listen = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    listen.bind(&any.into()).expect("bind");
-    listen.listen(0).expect("listen");
-    let listener = TcpListener::from(std::net::TcpListener::from(listen));
-    let filler = std::net::TcpStream::connect(listener.local_addr().expect("local_addr"))
-        .expect("filler connect");
-    // The filler counts against the backlog once it sits in the accept queue.
-    let ready = select(&[&listener], &[], Some(MUST_SUCCEED)).expect("select");
-    assert_eq!(
-        ready.readable,
-        vec![0],
-        "the filler connection never reached the accept queue"
-    );
-    Some((listener, filler))
 }
 
 /// How many IPv4 TCP sockets of this network namespace are in `SYN_SENT`

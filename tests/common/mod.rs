@@ -8,6 +8,8 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+pub(crate) mod tcp;
+
 use std::io::{self, ErrorKind, Read};
 use std::panic;
 use std::process::{Command, ExitStatus, Stdio};
