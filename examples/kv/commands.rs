@@ -86,8 +86,9 @@ fn int_arg(input: &[u8], args: &Args, i: usize) -> Option<i64> {
 }
 
 /// A TTL of `ms` milliseconds from now, as a deadline in milliseconds on
-/// the store's clock (as Redis, whose deadline is the current millisecond
-/// plus the TTL); `None` on overflow.
+/// the store's clock: the next whole millisecond plus the TTL, so that a
+/// key lives at least its TTL (Redis adds it to the current millisecond,
+/// rounded down, and may drop a key up to 1 ms early); `None` on overflow.
 fn deadline_after(kv: &Kv, ms: i64) -> Option<u64> {
     // Redis keeps absolute Unix milliseconds in an i64: a TTL that would
     // overflow one is invalid there, and so here.
@@ -96,7 +97,7 @@ fn deadline_after(kv: &Kv, ms: i64) -> Option<u64> {
         .map_or(0, |d| d.as_millis() as i64);
     ms.checked_add(unix_ms)?;
     let ms = u64::try_from(ms).ok()?;
-    (kv.store.now() / 1_000_000).checked_add(ms)
+    kv.store.now().div_ceil(1_000_000).checked_add(ms)
 }
 
 fn cancel<S: ontime::serve::Service>(cx: &mut Context<'_, S>, removed: Removed) {
@@ -285,7 +286,9 @@ pub(crate) fn execute(
             };
             let left_ns = u128::from(ttl) * 1_000_000
                 - u128::from(kv.store.now()).min(u128::from(ttl) * 1_000_000);
-            let left_ms = left_ns.div_ceil(1_000_000) as i64;
+            // Rounded down: the deadline was rounded up, so right after
+            // `PX n` this is n, as in Redis.
+            let left_ms = (left_ns / 1_000_000) as i64;
             if name == b"ttl" {
                 out.int((left_ms + 500) / 1000);
             } else {
