@@ -518,15 +518,23 @@ impl Local {
     }
 
     /// Waits in this thread's reactor. The second value says whether the
-    /// reactor failed and must be replaced.
-    fn wait(&mut self, targets: &[Target], deadline: Deadline) -> (io::Result<Outcome>, bool) {
+    /// reactor failed and must be replaced. `None` if a socket could not be
+    /// registered here (`ENOMEM`, say): the wait is the spare reactor's.
+    fn wait(
+        &mut self,
+        targets: &[Target],
+        deadline: Deadline,
+    ) -> Option<(io::Result<Outcome>, bool)> {
         for target in targets {
             if is_registered_in(&*target.io, &self.home) {
                 continue;
             }
             if let Err(e) = register(&mut self.reactor, &self.home, &target.io) {
-                log::debug!("registering fd {} failed: {e}", target.io.raw_fd());
-                return (Err(e), false);
+                log::debug!(
+                    "registering fd {} in this thread's reactor failed ({e}): the spare one",
+                    target.io.raw_fd()
+                );
+                return None;
             }
         }
         let Local { reactor, own, .. } = self;
@@ -566,7 +574,7 @@ impl Local {
                 reactor.cancel_timer(timer);
             }
         }
-        (result, broken)
+        Some((result, broken))
     }
 }
 
@@ -576,7 +584,8 @@ thread_local! {
 }
 
 /// Waits in this thread's own reactor; `None` if the thread cannot have one
-/// (out of descriptors, or its thread-locals are being destroyed).
+/// (out of descriptors, or its thread-locals are being destroyed) or cannot
+/// register a socket in it.
 fn wait_own(targets: &[Target], deadline: Deadline) -> Option<io::Result<Outcome>> {
     #[cfg(feature = "testing")]
     if crate::testing::uses_spare() {
@@ -599,7 +608,7 @@ fn wait_own(targets: &[Target], deadline: Deadline) -> Option<io::Result<Outcome
                 }
             }
             let local = slot.as_mut().expect("made just above");
-            let (result, broken) = local.wait(targets, deadline);
+            let (result, broken) = local.wait(targets, deadline)?;
             if broken {
                 *slot = None;
             }

@@ -305,7 +305,9 @@
 //! - **Two for the process**: a spare reactor (poller and waker), made at
 //!   the process's first wait. A thread that cannot make its own reactor
 //!   (the process is out of descriptors) waits in the spare one instead of
-//!   failing with `EMFILE`; its thread is started only then.
+//!   failing with `EMFILE`, as does a wait whose socket cannot be
+//!   registered in the thread's reactor; the spare's thread is started
+//!   only then.
 //! - **None per handle**: [`try_clone`](TcpStream::try_clone) shares the
 //!   descriptor.
 
