@@ -1,8 +1,8 @@
 //! The operating-system calls both comparisons need: CPU affinity, a
-//! process's CPU time from `/proc`, the descriptor limit, and a server
-//! child process that never outlives a run.
+//! process's CPU time from `/proc`, the descriptor limit, a server child
+//! process that never outlives a run, and a command run with a time limit.
 
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -193,6 +193,25 @@ pub(crate) fn with_watchdog<T>(pid: u32, limit: Duration, f: impl FnOnce() -> T)
     drop(done);
     let _ = watchdog.join();
     result
+}
+
+/// Runs `command` within `limit` and returns its stdout; a failure is an
+/// error. Its stderr goes to the bench's.
+pub(crate) fn output_within(mut command: Command, limit: Duration) -> io::Result<String> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command.spawn()?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut text = String::new();
+    let read = with_watchdog(child.id(), limit, || stdout.read_to_string(&mut text));
+    let status = child.wait()?;
+    read?;
+    if !status.success() {
+        return Err(io::Error::other(format!("{command:?} failed: {status}")));
+    }
+    Ok(text)
 }
 
 /// Raises the soft limit on open descriptors to at least `want`, or to the

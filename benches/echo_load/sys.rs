@@ -3,14 +3,14 @@
 //! limit, a server child process that is always killed, and a command run
 //! with a time limit.
 
-use std::io::{self, Read};
-use std::process::{Command, Stdio};
+use std::io;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[path = "../common/sys.rs"]
 mod shared;
 
-pub(crate) use shared::{allowed_cpus, pin, raise_nofile, with_watchdog, Server};
+pub(crate) use shared::{allowed_cpus, output_within, pin, raise_nofile, with_watchdog, Server};
 
 /// CPU time process `pid` has used so far, all its threads, in nanoseconds
 /// where the kernel can tell.
@@ -157,23 +157,4 @@ pub(crate) fn run_bounded(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Runs `command` within `limit` and returns its stdout; a failure is an
-/// error. Its stderr goes to the bench's.
-pub(crate) fn output_within(mut command: Command, limit: Duration) -> io::Result<String> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = command.spawn()?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut text = String::new();
-    let read = with_watchdog(child.id(), limit, || stdout.read_to_string(&mut text));
-    let status = child.wait()?;
-    read?;
-    if !status.success() {
-        return Err(io::Error::other(format!("{command:?} failed: {status}")));
-    }
-    Ok(text)
 }

@@ -3,15 +3,14 @@
 //! descriptor limit, this process's open descriptors and threads, and a
 //! server child process that never outlives a run.
 
-use std::io::{self, Read};
-use std::process::{Command, Stdio};
+use std::io;
 use std::time::Duration;
 
 #[path = "../common/sys.rs"]
 mod shared;
 
-pub(crate) use shared::{allowed_cpus, pin, raise_nofile, Server};
-use shared::{process_cpu, with_watchdog};
+use shared::process_cpu;
+pub(crate) use shared::{allowed_cpus, output_within, pin, raise_nofile, Server};
 
 /// User plus system CPU time of this process, all threads, from
 /// `getrusage(RUSAGE_SELF)` (microsecond resolution).
@@ -72,24 +71,6 @@ impl Server {
     pub(crate) fn cpu(&self) -> Duration {
         process_cpu(self.pid()).unwrap_or_default()
     }
-}
-
-/// Runs `command` to completion within `limit` and returns its stdout.
-pub(crate) fn output_within(mut command: Command, limit: Duration) -> io::Result<String> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = command.spawn()?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut text = String::new();
-    let read = with_watchdog(child.id(), limit, || stdout.read_to_string(&mut text));
-    let status = child.wait()?;
-    read?;
-    if !status.success() {
-        return Err(io::Error::other(format!("{command:?} failed: {status}")));
-    }
-    Ok(text)
 }
 
 /// The kernel release, for the report.
