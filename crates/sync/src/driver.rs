@@ -61,7 +61,9 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+#[cfg(feature = "testing")]
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::{self, Thread};
 use std::time::Duration;
@@ -95,7 +97,9 @@ pub(crate) struct Source {
     /// blocking one with 0: its waiting receives check this to return 0 as
     /// the blocking kernel call would (R13).
     read_shut: AtomicBool,
-    /// Calls waiting on this socket right now.
+    /// Calls waiting on this socket right now, for the test hooks only: two
+    /// atomic writes per wait that nothing else reads.
+    #[cfg(feature = "testing")]
     waiting: AtomicUsize,
     /// The id of a reactor the socket is registered in (0: none yet; the
     /// first, or a later one once the first is gone), readable without the
@@ -116,6 +120,7 @@ impl Source {
             blocked: [AtomicU64::new(0), AtomicU64::new(0)],
             closed: AtomicBool::new(false),
             read_shut: AtomicBool::new(false),
+            #[cfg(feature = "testing")]
             waiting: AtomicUsize::new(0),
             first_home: AtomicU64::new(0),
             homes: Mutex::new(Vec::new()),
@@ -159,7 +164,7 @@ impl Source {
     }
 
     /// How many calls are waiting on this socket right now.
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    #[cfg(feature = "testing")]
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
     }
@@ -942,9 +947,12 @@ fn run_spare(reactor: &mut Reactor<Dispatch>, dispatch: &mut Dispatch) {
 
 // ---------------------------------------------------------------------------
 
-/// Counts a call as waiting on its targets while it lives.
+/// Counts a call as waiting on its targets while it lives (for the test
+/// hooks).
+#[cfg(feature = "testing")]
 struct Waiting<'a>(&'a [Target]);
 
+#[cfg(feature = "testing")]
 impl<'a> Waiting<'a> {
     fn new(targets: &'a [Target]) -> Waiting<'a> {
         for target in targets {
@@ -954,6 +962,7 @@ impl<'a> Waiting<'a> {
     }
 }
 
+#[cfg(feature = "testing")]
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         for target in self.0 {
@@ -976,6 +985,7 @@ impl Drop for Waiting<'_> {
 pub(crate) fn wait(targets: &[Target], deadline: Deadline) -> io::Result<Outcome> {
     // A deadline already past needs no check here: its timer is due, and
     // the reactor fires it in the next turn without blocking.
+    #[cfg(feature = "testing")]
     let _waiting = Waiting::new(targets);
     if let Some(result) = wait_own(targets, deadline) {
         return result;

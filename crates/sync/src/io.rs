@@ -84,38 +84,34 @@ where
     loop {
         // Read before the try: a readiness event after it moves the tick.
         let tick = io.source.tick(direction);
-        // Known drained at this tick: the try would fail, so wait first
-        // (never in non-blocking mode, which must try).
-        let skip = deadline != Deadline::Now && io.source.is_drained(direction, tick);
-        let result = if skip {
-            Err(io::ErrorKind::WouldBlock.into())
-        } else {
-            op(&io.sock)
-        };
-        match result {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                io.source.set_blocked(direction, tick);
-                if deadline == Deadline::Now {
-                    return Err(e);
+        // Known drained at this tick, the try would fail: wait first (never
+        // in non-blocking mode, which must try).
+        if deadline == Deadline::Now || !io.source.is_drained(direction, tick) {
+            match op(&io.sock) {
+                Ok(r) => {
+                    if drained(&r) {
+                        io.source.set_blocked(direction, tick);
+                    }
+                    return Ok(r);
                 }
-                let io: Arc<dyn Registered> = io.clone();
-                let target = [Target {
-                    io,
-                    direction,
-                    tick,
-                }];
-                if driver::wait(&target, deadline)? == Outcome::TimedOut {
-                    return Err(timed_out());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Ok(r) => {
-                if drained(&r) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     io.source.set_blocked(direction, tick);
+                    if deadline == Deadline::Now {
+                        return Err(e);
+                    }
                 }
-                return Ok(r);
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
-            result => return result,
+        }
+        let io: Arc<dyn Registered> = io.clone();
+        let target = [Target {
+            io,
+            direction,
+            tick,
+        }];
+        if driver::wait(&target, deadline)? == Outcome::TimedOut {
+            return Err(timed_out());
         }
     }
 }
