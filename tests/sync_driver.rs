@@ -767,6 +767,26 @@ fn own_zero_timeout_select_reports_new_sockets_and_does_not_sleep() {
     });
 }
 
+/// A select with `timeout` on a socket new to the reactor, with data
+/// queued, reports it readable and writable.
+#[track_caller]
+fn assert_first_look_reports_ready(
+    listener: &std::net::TcpListener,
+    timeout: Duration,
+    what: &str,
+) {
+    let (queued, _server) = queued_pair_on(listener, b"q");
+    let selected = select(&[&queued], &[&queued], Some(timeout)).expect("select");
+    assert_eq!(
+        selected,
+        Selected {
+            readable: vec![0],
+            writable: vec![0]
+        },
+        "a ready socket new to the {what}, timeout {timeout:?}"
+    );
+}
+
 /// A deadline that has already passed when a wait starts still gets one
 /// look in a thread's own reactor (its timer is due, so the turn polls
 /// without blocking, and the poll's events come before the timers): a
@@ -778,15 +798,7 @@ fn own_select_whose_deadline_has_passed_still_looks_once() {
         let listener = listener();
         let tiny = Duration::from_nanos(1);
         for _ in 0..20 {
-            let (queued, _server) = queued_pair_on(&listener, b"q");
-            let selected = select(&[&queued], &[&queued], Some(tiny)).expect("select");
-            assert_eq!(
-                selected,
-                Selected {
-                    readable: vec![0],
-                    writable: vec![0]
-                }
-            );
+            assert_first_look_reports_ready(&listener, tiny, "own reactor");
             let (idle, _idle_server) = pair_on(&listener);
             let (selected, elapsed) = timed(|| select(&[&idle], &[], Some(tiny)));
             assert!(selected.expect("select").is_empty());
@@ -807,16 +819,7 @@ fn spare_select_whose_deadline_has_passed_still_looks_once() {
         let listener = listener();
         let tiny = Duration::from_nanos(1);
         on_spare(|| {
-            let (queued, _server) = queued_pair_on(&listener, b"q");
-            let selected = select(&[&queued], &[&queued], Some(tiny)).expect("select");
-            assert_eq!(
-                selected,
-                Selected {
-                    readable: vec![0],
-                    writable: vec![0]
-                },
-                "a ready socket new to the spare, 1 ns timeout"
-            );
+            assert_first_look_reports_ready(&listener, tiny, "spare reactor");
             let (queued, _server) = queued_pair_on(&listener, b"data");
             queued.set_timeout(Some(Duration::from_micros(1))).unwrap();
             let n = queued
