@@ -85,19 +85,19 @@ fn int_arg(input: &[u8], args: &Args, i: usize) -> Option<i64> {
     parse_int(args.get(input, i))
 }
 
-/// A TTL of `ms` milliseconds from now, as a deadline in milliseconds on
-/// the store's clock: the next whole millisecond plus the TTL, so that a
-/// key lives at least its TTL (Redis adds it to the current millisecond,
+/// A TTL of `ms` milliseconds from now, as a deadline in nanoseconds on
+/// the store's clock: exactly the TTL after now, so that a key lives its
+/// TTL and not a moment more (Redis adds it to the current millisecond,
 /// rounded down, and may drop a key up to 1 ms early); `None` on overflow.
-fn deadline_after(kv: &Kv, ms: i64) -> Option<u64> {
+fn deadline_after(kv: &Kv, ms: i64) -> Option<u128> {
     // Redis keeps absolute Unix milliseconds in an i64: a TTL that would
     // overflow one is invalid there, and so here.
     let unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     ms.checked_add(unix_ms)?;
-    let ms = u64::try_from(ms).ok()?;
-    kv.store.now().div_ceil(1_000_000).checked_add(ms)
+    let ms = u128::try_from(ms).ok()?;
+    Some(kv.store.now() + ms * 1_000_000)
 }
 
 fn cancel<S: ontime::serve::Service>(cx: &mut Context<'_, S>, removed: Removed) {
@@ -136,7 +136,7 @@ macro_rules! collection {
 }
 
 /// Gives `key` a TTL with deadline `at` (the key is present).
-fn arm(kv: &mut Kv, conn: &mut Conn<'_, Kv>, key: &[u8], at: u64) {
+fn arm(kv: &mut Kv, conn: &mut Conn<'_, Kv>, key: &[u8], at: u128) {
     let timer = conn.timer_at(kv.store.instant(at), Some(key.into()));
     let removed = kv.store.set_ttl(key, Ttl { at, timer });
     cancel(conn, removed);
@@ -284,11 +284,10 @@ pub(crate) fn execute(
                 Some(Entry { ttl: None, .. }) => return out.int(-1),
                 Some(Entry { ttl: Some(ttl), .. }) => ttl.at,
             };
-            let left_ns = u128::from(ttl) * 1_000_000
-                - u128::from(kv.store.now()).min(u128::from(ttl) * 1_000_000);
-            // Rounded down: the deadline was rounded up, so right after
-            // `PX n` this is n, as in Redis.
-            let left_ms = (left_ns / 1_000_000) as i64;
+            let left_ns = ttl.saturating_sub(kv.store.now());
+            // Rounded up, so that right after `PX n` this is n, as in
+            // Redis, and a live key never reports 0.
+            let left_ms = left_ns.div_ceil(1_000_000) as i64;
             if name == b"ttl" {
                 out.int((left_ms + 500) / 1000);
             } else {

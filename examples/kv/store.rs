@@ -34,9 +34,9 @@ impl Value {
 /// A key's TTL: its deadline, and the wheel timer that removes it then.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ttl {
-    /// The deadline, in milliseconds since `Store::epoch`: the key is gone
-    /// from the first nanosecond of that millisecond on.
-    pub(crate) at: u64,
+    /// The deadline, in nanoseconds since `Store::epoch` (a `u128`: Redis
+    /// takes TTLs of millions of years): the key is gone from then on.
+    pub(crate) at: u128,
     pub(crate) timer: TimerId,
 }
 
@@ -44,7 +44,7 @@ pub(crate) struct Ttl {
 pub(crate) struct Entry {
     pub(crate) value: Value,
     /// Boxed: most keys have none, and every entry pays for the field:
-    /// 8 bytes boxed, 24 inline (the table holds each entry
+    /// 8 bytes boxed, 48 inline (the table holds each entry
     /// inline, at a load of at most 7/8, and a million keys take two
     /// million slots).
     pub(crate) ttl: Option<Box<Ttl>>,
@@ -81,16 +81,17 @@ impl Store {
         self.volatile
     }
 
-    /// Now, on the store's clock.
-    pub(crate) fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+    /// Now, in nanoseconds on the store's clock.
+    pub(crate) fn now(&self) -> u128 {
+        self.epoch.elapsed().as_nanos()
     }
 
-    /// The instant of a deadline in milliseconds (saturating: a deadline
-    /// millions of years away is as good as never).
-    pub(crate) fn instant(&self, at_ms: u64) -> Instant {
-        self.epoch
-            .checked_add(Duration::from_millis(at_ms))
+    /// The instant of a deadline (saturating: a deadline millions of years
+    /// away is as good as never).
+    pub(crate) fn instant(&self, at: u128) -> Instant {
+        u64::try_from(at)
+            .ok()
+            .and_then(|ns| self.epoch.checked_add(Duration::from_nanos(ns)))
             .unwrap_or_else(|| self.epoch + Duration::from_secs(1 << 40))
     }
 
@@ -103,7 +104,7 @@ impl Store {
             Some(entry) => entry
                 .ttl
                 .as_ref()
-                .is_some_and(|ttl| u128::from(self.now()) >= u128::from(ttl.at) * 1_000_000),
+                .is_some_and(|ttl| self.now() >= ttl.at),
         };
         if expired {
             let Removed(timer) = self.remove(key);
