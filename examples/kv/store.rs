@@ -101,10 +101,7 @@ impl Store {
     pub(crate) fn get(&mut self, key: &[u8]) -> (Option<&mut Entry>, Option<TimerId>) {
         let expired = match self.map.get(key) {
             None => return (None, None),
-            Some(entry) => entry
-                .ttl
-                .as_ref()
-                .is_some_and(|ttl| self.now() >= ttl.at),
+            Some(entry) => entry.ttl.as_ref().is_some_and(|ttl| self.now() >= ttl.at),
         };
         if expired {
             let Removed(timer) = self.remove(key);
