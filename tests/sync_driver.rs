@@ -1,7 +1,8 @@
 //! The driver's own correctness (`crates/sync/src/driver.rs`), beyond the
 //! contract's rules: the descriptors it spends (one per waiting thread, two
 //! for the spare reactor, none per handle), the fallback to the spare
-//! reactor when a thread cannot make its own, the spare reactor's paths,
+//! reactor when a thread cannot make its own or register a socket in it,
+//! the spare reactor's paths,
 //! a zero-timeout `select` on a socket new to the reactor, the containment
 //! of a panic in a dispatch, and a seeded stress of the hand-offs between
 //! reactors (sockets in many reactors, closed while registered, their
@@ -25,7 +26,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ontime_sync::testing::{panic_in_dispatch, use_spare_reactor};
+use ontime_sync::testing::{fail_registrations, panic_in_dispatch, use_spare_reactor};
 use ontime_sync::{select, Mode, Selectable, Selected, TcpStream};
 
 mod common;
@@ -493,6 +494,74 @@ fn out_of_descriptors_a_new_thread_waits_in_the_spare_reactor() {
                 });
             });
         });
+    });
+}
+
+/// A thread with a reactor of its own that cannot register a socket in it
+/// (`epoll_ctl` failing, as past `max_user_watches`) waits on that socket
+/// in the spare reactor, and its other sockets stay in its own.
+#[test]
+fn a_socket_the_own_reactor_cannot_register_waits_in_the_spare() {
+    const NAME: &str = "a_socket_the_own_reactor_cannot_register_waits_in_the_spare";
+    watchdog(WATCHDOG, || {
+        in_child(CHILD_ENV, NAME, || {
+            let (client, server) = pair();
+            let (other, other_server) = pair();
+            let (client, other) = (&client, &other);
+            thread::scope(|s| {
+                let (step, stepped) = mpsc::channel();
+                let waiter = s.spawn(move || {
+                    // This thread's reactor exists and holds `other`.
+                    other.set_timeout(Some(T)).unwrap();
+                    assert_times_out(T, || other.recv(&mut [0; 16]));
+                    assert!(
+                        !spare_thread_runs(),
+                        "the spare's thread starts on first use"
+                    );
+
+                    fail_registrations(client, 1);
+                    client.set_timeout(None).unwrap();
+                    step.send(()).unwrap();
+                    let mut buf = [0; 16];
+                    let n = client.recv(&mut buf).expect("blocking recv");
+                    assert_eq!(&buf[..n], b"late");
+                    assert!(spare_thread_runs(), "the wait went to the spare");
+
+                    // The socket registers here at its next wait; the other
+                    // one is still in this thread's reactor.
+                    client.set_timeout(Some(T)).unwrap();
+                    assert_times_out(T, || client.recv(&mut [0; 16]));
+                    expect_bytes(other, b"other");
+                });
+                stepped.recv().unwrap();
+                assert_waiting(client, 1, "blocking recv in the spare");
+                server.send_all(b"late").unwrap();
+                other_server.send_all(b"other").unwrap();
+                waiter.join().expect("the waiting thread");
+            });
+        });
+    });
+}
+
+/// A socket neither the thread's reactor nor the spare can register fails
+/// the wait at once with the OS's error, not at its deadline or never; the
+/// next wait, once a registration works, is an ordinary one.
+#[test]
+fn a_socket_no_reactor_can_register_fails_the_wait_with_the_error() {
+    watchdog(WATCHDOG, || {
+        let (client, server) = pair();
+        for mode in [Some(T), None] {
+            client.set_timeout(mode).unwrap();
+            fail_registrations(&client, 2);
+            let (result, elapsed) = timed(|| client.recv(&mut [0; 16]));
+            let e = result.expect_err("no reactor could wait");
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{mode:?}: {e:?}");
+            assert_prompt(elapsed, "a failed registration");
+        }
+        client.set_timeout(Some(T)).unwrap();
+        assert_times_out(T, || client.recv(&mut [0; 16]));
+        server.send_all(b"after").unwrap();
+        expect_bytes(&client, b"after");
     });
 }
 

@@ -111,6 +111,9 @@ pub(crate) struct Source {
     /// Test hook: the next dispatch of an event for this socket panics.
     #[cfg(feature = "testing")]
     pub(crate) panic_next: AtomicBool,
+    /// Test hook: how many of the socket's next registrations fail.
+    #[cfg(feature = "testing")]
+    pub(crate) failing_registrations: AtomicUsize,
 }
 
 impl Source {
@@ -126,6 +129,8 @@ impl Source {
             homes: Mutex::new(Vec::new()),
             #[cfg(feature = "testing")]
             panic_next: AtomicBool::new(false),
+            #[cfg(feature = "testing")]
+            failing_registrations: AtomicUsize::new(0),
         }
     }
 
@@ -405,6 +410,15 @@ fn register<H: Handler<State = Entry>>(
         return Ok(token);
     }
     homes.retain(|(h, _)| h.strong_count() > 0);
+    #[cfg(feature = "testing")]
+    if source
+        .failing_registrations
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        // What `epoll_ctl` says past `max_user_watches`.
+        return Err(rustix::io::Errno::NOSPC.into());
+    }
     let entry = Entry {
         fd: FdSource(io.raw_fd()),
         io: Arc::downgrade(io),

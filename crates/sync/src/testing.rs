@@ -1,6 +1,7 @@
 //! Hooks for tests: how to know that a call is really waiting rather than
 //! sleeping and hoping, a way into the spare reactor without running out
-//! of descriptors, and a panic injected where a bug would panic. Built only
+//! of descriptors, a panic injected where a bug would panic, and a failed
+//! registration without exhausting the kernel's. Built only
 //! with the `testing` feature; not part of the crate's API.
 
 use std::cell::Cell;
@@ -51,4 +52,16 @@ pub fn panic_in_dispatch(sock: &dyn Selectable) {
         .source()
         .panic_next
         .store(true, Ordering::Release);
+}
+
+/// Makes the next `n` registrations of `sock` in a reactor fail with
+/// `ENOSPC`, as `epoll_ctl` does once a user has `max_user_watches` of them:
+/// the first in the waiting thread's reactor, the second (if `n` is 2) in
+/// the spare one.
+pub fn fail_registrations(sock: &dyn Selectable, n: usize) {
+    sock.select_handle()
+        .io()
+        .source()
+        .failing_registrations
+        .store(n, Ordering::Release);
 }
