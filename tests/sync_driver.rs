@@ -4,7 +4,8 @@
 //! reactor when a thread cannot make its own or register a socket in it,
 //! the spare reactor's paths,
 //! a zero-timeout `select` on a socket new to the reactor, the containment
-//! of a panic in a dispatch, and a seeded stress of the hand-offs between
+//! of a panic in a dispatch, a socket handed from thread to thread, and a
+//! seeded stress of the hand-offs between
 //! reactors (sockets in many reactors, closed while registered, their
 //! descriptor numbers and tokens reused, shutdowns racing waits).
 //!
@@ -26,7 +27,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ontime_sync::testing::{fail_registrations, panic_in_dispatch, use_spare_reactor};
+use ontime_sync::testing::{fail_registrations, panic_in_dispatch, reactors, use_spare_reactor};
 use ontime_sync::{select, Mode, Selectable, Selected, TcpStream};
 
 mod common;
@@ -1248,7 +1249,99 @@ fn closed_sockets_numbers_and_tokens_reused_while_forgets_are_pending() {
 }
 
 // ---------------------------------------------------------------------------
-// 6. Stress of the hand-offs
+// 6. Sockets that move between threads
+
+/// Waits until `sock` is registered in `n` reactors; false after `limit`.
+fn wait_for_reactors(sock: &TcpStream, n: usize, limit: Duration) -> bool {
+    let start = Instant::now();
+    while reactors(sock) != n {
+        if start.elapsed() > limit {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// A socket handed from one thread to another (a connection passed around
+/// a pool) is in both reactors until an event for it reaches the first one
+/// while that thread waits on something else: then the first leaves it to
+/// the second, so that its events stop waking the first thread. A socket
+/// only one reactor has stays there, waited on or not. The first thread
+/// can take the socket back, with nothing lost meanwhile.
+#[test]
+fn a_socket_handed_to_another_thread_leaves_the_first_ones_reactor() {
+    watchdog(WATCHDOG, || {
+        let (moved, moved_server) = pair();
+        let (kept, kept_server) = pair();
+        let (busy, busy_server) = pair();
+        let (moved, kept, busy) = (&moved, &kept, &busy);
+        thread::scope(|s| {
+            let (step, stepped) = mpsc::channel();
+            let (go, gone) = mpsc::channel::<()>();
+            let first = s.spawn(move || {
+                expect_bytes(moved, b"first");
+                expect_bytes(kept, b"kept");
+                step.send("registered").unwrap();
+                gone.recv().unwrap();
+                // Waiting on `busy` while `moved` and `kept` get data.
+                expect_bytes(busy, b"busy");
+                step.send("woken").unwrap();
+                gone.recv().unwrap();
+                // Back to `moved`: registered again, data sent before and after.
+                expect_bytes(moved, b"backagain");
+                expect_bytes(kept, b"still");
+            });
+            // Each recv waits before its data comes, so that it registers.
+            assert_waiting(moved, 1, "the first thread's recv");
+            moved_server.send_all(b"first").unwrap();
+            assert_waiting(kept, 1, "the first thread's recv on `kept`");
+            kept_server.send_all(b"kept").unwrap();
+            assert_eq!(stepped.recv().unwrap(), "registered");
+            assert_eq!(reactors(moved), 1);
+            assert_eq!(reactors(kept), 1);
+
+            // A second thread takes `moved` and keeps waiting on it.
+            let (read, was_read) = mpsc::channel();
+            let (release, released) = mpsc::channel::<()>();
+            let second = s.spawn(move || {
+                expect_bytes(moved, b"second");
+                expect_bytes(moved, b"ping");
+                read.send(()).unwrap();
+                // Alive, with its reactor, until the counts are checked.
+                released.recv().unwrap();
+            });
+            assert_waiting(moved, 1, "the second thread's recv");
+            assert_eq!(reactors(moved), 2, "in both threads' reactors");
+            moved_server.send_all(b"second").unwrap();
+
+            go.send(()).unwrap();
+            assert_waiting(busy, 1, "the first thread's recv on another socket");
+            kept_server.send_all(b"still").unwrap();
+            moved_server.send_all(b"ping").unwrap();
+            was_read.recv().unwrap();
+            assert!(
+                wait_for_reactors(moved, 1, MUST_SUCCEED),
+                "`moved` is in {} reactors after an event reached the first",
+                reactors(moved)
+            );
+            assert_eq!(reactors(kept), 1, "only the first thread had `kept`");
+            release.send(()).unwrap();
+            second.join().expect("the second thread");
+            busy_server.send_all(b"busy").unwrap();
+            assert_eq!(stepped.recv().unwrap(), "woken");
+
+            moved_server.send_all(b"back").unwrap();
+            go.send(()).unwrap();
+            assert_waiting(moved, 1, "the first thread's recv on `moved` again");
+            moved_server.send_all(b"again").unwrap();
+            first.join().expect("the first thread");
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 7. Stress of the hand-offs
 
 /// A small seeded generator (xorshift64*), so that a failing run's choices
 /// can be replayed with `ONTIME_SYNC_DRIVER_SEED` (thread timing is not).

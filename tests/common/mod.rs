@@ -253,8 +253,7 @@ pub(crate) fn expect_timed_out<R: std::fmt::Debug>(result: io::Result<R>) {
 /// socket while another thread's call waits on it: instead of sleeping and
 /// hoping that the call has started waiting, this knows it.
 ///
-/// The count is per handle: pass the handle the waiting call uses, not a
-/// `try_clone` of it.
+/// The count is per socket: handles made by `try_clone` share it.
 #[track_caller]
 pub(crate) fn assert_waiting(sock: &dyn ontime_sync::Selectable, n: usize, what: &str) {
     assert!(

@@ -12,9 +12,15 @@
 //! thread wakes another, and no lock is shared on the way.
 //!
 //! A socket waited on by several threads is registered in each of their
-//! reactors, and every readiness event reaches all of them. `try_clone`
-//! shares the socket rather than duplicating its descriptor, so a socket
-//! has one [`Source`] however many handles it has.
+//! reactors, and every readiness event reaches all of them. When one
+//! reaches a reactor whose thread is waiting on other sockets, and another
+//! reactor has the socket too, the socket has moved on (a connection
+//! handed around a pool, say): that reactor deregisters it, so that its
+//! events stop waking a thread that no longer uses it, and registers it
+//! again if its thread waits on it later. A socket only one reactor has
+//! stays there, waited on or not. `try_clone` shares the socket rather
+//! than duplicating its descriptor, so a socket has one [`Source`] however
+//! many handles it has.
 //!
 //! # Ticks
 //!
@@ -209,6 +215,36 @@ impl Source {
         // Nothing panics while holding this lock but an allocation failure
         // in `push`, after which the list is still consistent.
         self.homes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many live reactors the socket is registered in.
+    #[cfg(feature = "testing")]
+    pub(crate) fn reactors(&self) -> usize {
+        self.homes()
+            .iter()
+            .filter(|(h, _)| h.strong_count() > 0)
+            .count()
+    }
+
+    /// Takes `home` off the socket's reactors if another live one has the
+    /// socket too; whether it did. The caller then deregisters it there.
+    fn leave_if_shared(&self, home: &Arc<Home>) -> bool {
+        let mut homes = self.homes();
+        homes.retain(|(h, _)| h.strong_count() > 0);
+        if homes.len() < 2 {
+            return false;
+        }
+        homes.retain(|(h, _)| Weak::as_ptr(h) != Arc::as_ptr(home));
+        if self.first_home.load(Ordering::Acquire) == home.id {
+            // Another reactor the socket stays in (the list holds only live
+            // ones, and a reader that sees its id finds it registered).
+            let next = homes
+                .iter()
+                .find_map(|(h, _)| h.upgrade())
+                .map_or(0, |h| h.id);
+            self.first_home.store(next, Ordering::Release);
+        }
+        true
     }
 }
 
@@ -474,6 +510,13 @@ struct Own {
     /// A dispatch panicked during the wait, with the source it was about
     /// (by address, only to compare with the wait's targets).
     failure: Option<(*const Source, io::Error)>,
+    /// The sockets of the running wait (by address, only to compare).
+    targets: Vec<*const Source>,
+    /// This reactor, as the sockets registered in it see it.
+    home: Arc<Home>,
+    /// Sockets deregistered during this turn, kept open until the reactor
+    /// has told the OS (as the handler returns).
+    leaving: Vec<Arc<dyn Registered>>,
 }
 
 impl Handler for Own {
@@ -481,11 +524,25 @@ impl Handler for Own {
     type Timer = ();
     type Message = Token;
 
-    fn ready(&mut self, _: &mut Reactor<Own>, _: Token, entry: &mut Entry, ready: Ready) {
-        if let Some(io) = entry.io.upgrade() {
-            if let Err(e) = io.source().note_contained(ready) {
-                self.failure = Some((std::ptr::from_ref(io.source()), e));
-            }
+    fn ready(&mut self, reactor: &mut Reactor<Own>, token: Token, entry: &mut Entry, ready: Ready) {
+        let Some(io) = entry.io.upgrade() else {
+            return;
+        };
+        let source = io.source();
+        if let Err(e) = source.note_contained(ready) {
+            self.failure = Some((std::ptr::from_ref(source), e));
+        }
+        // An event for a socket this thread is not waiting on, which
+        // another reactor has too: the socket has moved on to another
+        // thread (a connection handed around a pool, say). Leave it to
+        // that one, or every event would wake this thread as well. The
+        // next wait here registers it again.
+        if !self.targets.contains(&std::ptr::from_ref(source)) && source.leave_if_shared(&self.home)
+        {
+            // Lent to this call: deregistered from the OS as it returns,
+            // with the descriptor kept open until then.
+            let _ = reactor.deregister(token);
+            self.leaving.push(io);
         }
     }
 
@@ -531,6 +588,9 @@ impl Local {
             own: Own {
                 timed_out: false,
                 failure: None,
+                targets: Vec::new(),
+                home: Arc::clone(&home),
+                leaving: Vec::new(),
             },
             home,
         })
@@ -559,6 +619,9 @@ impl Local {
         let Local { reactor, own, .. } = self;
         own.timed_out = false;
         own.failure = None;
+        own.targets.clear();
+        own.targets
+            .extend(targets.iter().map(|t| std::ptr::from_ref(t.io.source())));
         let (timer, max_wait) = match deadline {
             Deadline::At(at) => (Some(reactor.timer_at(at, ())), None),
             Deadline::Never => (None, None),
@@ -583,7 +646,9 @@ impl Local {
             }
             // An interrupted poll is a turn with no events: the deadline
             // stays where it is (R5).
-            if let Err(e) = reactor.turn(own, max_wait) {
+            let turned = reactor.turn(own, max_wait);
+            own.leaving.clear();
+            if let Err(e) = turned {
                 break (Err(e), true);
             }
             looked = true;

@@ -299,9 +299,11 @@
 //!
 //! - **One per thread that has waited**: its reactor's poller (an epoll
 //!   instance on Linux), made at the thread's first wait and closed when
-//!   the thread exits. Sockets stay registered in it until they close or
-//!   the thread exits; a socket waited on by several threads is registered
-//!   in each of their reactors.
+//!   the thread exits. Sockets stay registered in it until they close, the
+//!   thread exits, or (for a socket another thread's reactor has too) an
+//!   event for it comes while the thread waits on other sockets: a
+//!   connection handed around a pool is left to the thread that has it
+//!   now, so that its events do not wake every thread it went through.
 //! - **Two for the process**: a spare reactor (poller and waker), made at
 //!   the process's first wait. A thread that cannot make its own reactor
 //!   (the process is out of descriptors) waits in the spare one instead of

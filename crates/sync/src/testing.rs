@@ -29,6 +29,12 @@ pub fn wait_for_waiters(sock: &dyn Selectable, n: usize, limit: Duration) -> boo
     true
 }
 
+/// How many reactors `sock` is registered in: those of the threads that
+/// waited on it and have not left it to another, and the spare one.
+pub fn reactors(sock: &dyn Selectable) -> usize {
+    sock.select_handle().io().source().reactors()
+}
+
 thread_local! {
     static USE_SPARE: Cell<bool> = const { Cell::new(false) };
 }
