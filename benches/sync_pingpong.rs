@@ -9,6 +9,7 @@
 //! SYNC_ROUNDS=3 SYNC_RTTS=5000 SYNC_SECS=1 cargo bench --bench sync_pingpong
 //! SYNC_PARTS=d cargo bench --bench sync_pingpong         # only the timeouts
 //! SYNC_PARTS=e SYNC_CROWD=64,512,2048 cargo bench --bench sync_pingpong
+//! SYNC_PARTS=f SYNC_POOL=16x256 cargo bench --bench sync_pingpong
 //! ```
 //!
 //! The server is std's blocking thread-per-connection echo server, run as a
@@ -53,13 +54,20 @@
 //!   median of the per-round ratios facade / std and CPython / facade; and,
 //!   from the smallest size to the largest, how each peer's round trips per
 //!   second, CPU per round trip and descriptors per thread change.
+//! - **f.** A pool: `SYNC_POOL` (default `8x64`) worker threads share that
+//!   many connections through one queue; a worker takes the connection at
+//!   its head, makes one round trip and puts it back at the tail, so each
+//!   connection goes from thread to thread. Case b's warm-up, window,
+//!   census (per worker) and rounds, facade against std. It measures what
+//!   a socket waited on by one thread after another costs the facade,
+//!   whose reactors are per thread.
 //!
 //! Client CPU time per round trip comes from `getrusage(RUSAGE_SELF)` around
 //! the counted part; server CPU time from `/proc/<pid>/stat` (clock ticks,
 //! so coarse for short runs). The report is printed as markdown and written
 //! to `<target dir>/ontime-bench/sync.md`.
 //!
-//! `SYNC_PARTS` (default `abcde`) picks the cases (c runs inside the rounds
+//! `SYNC_PARTS` (default `abcdef`) picks the cases (c runs inside the rounds
 //! of a, so it brings a with it). `SYNC_PYTHON` (default `python3`) is the
 //! CPython of cases c and e. The descriptor limit is raised for the largest
 //! of `SYNC_IDLE`, `SYNC_THREADS` and `SYNC_CROWD` (four per connection,
@@ -85,7 +93,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use crate::clients::Client;
+use crate::clients::{Client, Shape};
 use crate::report::{
     AccuracyRows, LatencyRounds, Results, Setup, ThroughputCase, ThroughputRounds,
 };
@@ -119,6 +127,8 @@ struct Settings {
     rtts: u64,
     threads: usize,
     crowd: Vec<usize>,
+    /// Case f: workers, connections.
+    pool: (usize, usize),
     window: Duration,
     many_warmup: Duration,
     idle: usize,
@@ -157,6 +167,19 @@ impl Settings {
             }
             Ok(values)
         }
+        /// `WORKERSxCONNECTIONS`.
+        fn pool(name: &str, default: (usize, usize)) -> Result<(usize, usize), String> {
+            let Ok(text) = std::env::var(name) else {
+                return Ok(default);
+            };
+            let parsed = text.trim().split_once('x').and_then(|(w, c)| {
+                Some((
+                    w.trim().parse::<usize>().ok()?,
+                    c.trim().parse::<usize>().ok()?,
+                ))
+            });
+            parsed.ok_or_else(|| format!("{name}={text:?} is not WORKERSxCONNECTIONS"))
+        }
         let settings = if full {
             Settings {
                 rounds: var("SYNC_ROUNDS", 7)?,
@@ -164,11 +187,12 @@ impl Settings {
                 rtts: var("SYNC_RTTS", 20_000)?,
                 threads: var("SYNC_THREADS", 64)?,
                 crowd: list("SYNC_CROWD", &[64, 512])?,
+                pool: pool("SYNC_POOL", (8, 64))?,
                 window: Duration::from_secs_f64(var("SYNC_SECS", 2.0)?),
                 many_warmup: MANY_WARMUP,
                 idle: var("SYNC_IDLE", 1000)?,
                 idle_rounds: var("SYNC_IDLE_ROUNDS", 3)?,
-                parts: var("SYNC_PARTS", "abcde".to_string())?,
+                parts: var("SYNC_PARTS", "abcdef".to_string())?,
                 python: var("SYNC_PYTHON", PathBuf::from("python3"))?,
             }
         } else {
@@ -179,11 +203,12 @@ impl Settings {
                 rtts: 200,
                 threads: 4,
                 crowd: vec![8],
+                pool: (2, 4),
                 window: Duration::from_millis(100),
                 many_warmup: Duration::from_millis(20),
                 idle: 20,
                 idle_rounds: 1,
-                parts: var("SYNC_PARTS", "abcde".to_string())?,
+                parts: var("SYNC_PARTS", "abcdef".to_string())?,
                 python: var("SYNC_PYTHON", PathBuf::from("python3"))?,
             }
         };
@@ -200,6 +225,8 @@ impl Settings {
         for &crowd in &settings.crowd {
             bounded("SYNC_CROWD", crowd as u64, 4096)?;
         }
+        bounded("SYNC_POOL workers", settings.pool.0 as u64, 4096)?;
+        bounded("SYNC_POOL connections", settings.pool.1 as u64, 4096)?;
         bounded("SYNC_IDLE", settings.idle as u64, 20_000)?;
         bounded("SYNC_IDLE_ROUNDS", settings.idle_rounds as u64, 101)?;
         if settings.warmup > 10_000_000 {
@@ -208,9 +235,9 @@ impl Settings {
         if !(0.01..=600.0).contains(&settings.window.as_secs_f64()) {
             return Err("SYNC_SECS is not in 0.01..=600".into());
         }
-        if let Some(c) = settings.parts.chars().find(|c| !"abcde".contains(*c)) {
+        if let Some(c) = settings.parts.chars().find(|c| !"abcdef".contains(*c)) {
             return Err(format!(
-                "SYNC_PARTS: unknown case {c:?} (use letters of abcde)"
+                "SYNC_PARTS: unknown case {c:?} (use letters of abcdef)"
             ));
         }
         Ok(settings)
@@ -274,7 +301,11 @@ fn run(settings: &Settings, full: bool) -> std::io::Result<()> {
     // (which inherits the limit); the spare factor covers what a client side
     // adds per connection (the census of cases b and e says how much).
     let crowd = settings.crowd.iter().copied().max().unwrap_or(0);
-    let most = settings.idle.max(settings.threads).max(crowd) as u64;
+    let most = settings
+        .idle
+        .max(settings.threads)
+        .max(crowd)
+        .max(settings.pool.1) as u64;
     let want = NOFILE_PER_CONNECTION * most + NOFILE_SPARE;
     match sys::raise_nofile(want) {
         Ok(limit) if limit < want => setup.push(format!(
@@ -336,6 +367,9 @@ fn run(settings: &Settings, full: bool) -> std::io::Result<()> {
     }
     if settings.runs('e') {
         crowd_case(settings, &server, python, &mut results);
+    }
+    if settings.runs('f') {
+        pool_case(settings, &server, &mut results);
     }
     if !server.alive() {
         setup.push(
@@ -453,19 +487,29 @@ fn log_latency(round: usize, name: &str, run: &std::io::Result<clients::Latency>
     }
 }
 
-/// Cases b and e: `threads` client threads at once, each with its own
-/// connection; facade, std and (if `python`) CPython in turn, rounds
-/// interleaved.
+/// Cases b, e and f: the threads and connections of `shape` at once;
+/// facade, std and (if `python`, which runs only the shape of one
+/// connection per thread) CPython in turn, rounds interleaved.
 fn throughput_rounds(
     settings: &Settings,
     server: &Server,
     case: char,
-    threads: usize,
+    shape: Shape,
     python: Option<&Path>,
 ) -> ThroughputCase {
+    let (threads, shared) = match shape {
+        Shape::Own { threads } => (threads, None),
+        Shape::Pool {
+            workers,
+            connections,
+        } => (workers, Some(connections)),
+    };
     eprintln!(
-        "case {case}: {threads} connections, {SIZE} B, {:?} warm-up + {:?} counted, {} rounds",
-        settings.many_warmup, settings.window, settings.rounds
+        "case {case}: {threads} threads, {} connections, {SIZE} B, {:?} warm-up + {:?} counted, {} rounds",
+        shared.unwrap_or(threads),
+        settings.many_warmup,
+        settings.window,
+        settings.rounds
     );
     let mut peers: Vec<ThroughputRounds> = Client::ALL
         .iter()
@@ -482,7 +526,7 @@ fn throughput_rounds(
                 client,
                 server,
                 SIZE,
-                threads,
+                shape,
                 settings.many_warmup,
                 settings.window,
             );
@@ -503,7 +547,11 @@ fn throughput_rounds(
             peer.runs.push(run.ok());
         }
     }
-    ThroughputCase { threads, peers }
+    ThroughputCase {
+        threads,
+        shared,
+        peers,
+    }
 }
 
 fn log_throughput(round: usize, name: &str, run: &std::io::Result<clients::Throughput>) {
@@ -539,7 +587,10 @@ fn throughput_head(settings: &Settings, threads: &str, peers: &str) -> String {
 
 /// Case b: many threads at once, rounds interleaved.
 fn throughput_case(settings: &Settings, server: &Server, results: &mut Results) {
-    let case = throughput_rounds(settings, server, 'b', settings.threads, None);
+    let shape = Shape::Own {
+        threads: settings.threads,
+    };
+    let case = throughput_rounds(settings, server, 'b', shape, None);
     results.throughput_head =
         throughput_head(settings, &settings.threads.to_string(), "facade, std");
     results.throughput = Some(case);
@@ -577,9 +628,30 @@ fn crowd_case(
         },
     );
     for &threads in &settings.crowd {
-        let case = throughput_rounds(settings, server, 'e', threads, python.ok());
+        let case = throughput_rounds(settings, server, 'e', Shape::Own { threads }, python.ok());
         results.crowd.push(case);
     }
+}
+
+/// Case f: a pool of threads sharing connections, rounds interleaved.
+fn pool_case(settings: &Settings, server: &Server, results: &mut Results) {
+    let (workers, connections) = settings.pool;
+    let shape = Shape::Pool {
+        workers,
+        connections,
+    };
+    let case = throughput_rounds(settings, server, 'f', shape, None);
+    results.pool_head = format!(
+        "{workers} worker threads share {connections} connections through one queue (a \
+         worker takes the connection at its head, makes one {SIZE}-byte round trip, puts it \
+         back at the tail), so each connection is waited on by one thread after another; \
+         {} s warm-up then {} s counted per run; {} rounds interleaved (facade, std); medians \
+         over rounds. The census is case b's, per worker thread.",
+        settings.many_warmup.as_secs_f64(),
+        settings.window.as_secs_f64(),
+        settings.rounds
+    );
+    results.pool = Some(case);
 }
 
 /// Case d: many timeouts at once.

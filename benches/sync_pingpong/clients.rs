@@ -1,14 +1,15 @@
 //! The ping-pong clients: `ontime::sync` in timeout mode, std with socket
 //! timeouts, and CPython's `socket` in timeout mode; one connection at a
 //! time (latency) or many threads at once (throughput: cases b and e, the
-//! latter with CPython too).
+//! latter with CPython too, and f, a pool of threads sharing connections).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{self, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -226,7 +227,7 @@ pub(crate) struct Throughput {
     pub(crate) rtts_per_sec: f64,
     pub(crate) client_cpu: Duration,
     pub(crate) server_cpu: Duration,
-    /// Client threads of the run, one connection each.
+    /// Client threads of the run (one connection each, or a pool's workers).
     pub(crate) clients: usize,
     /// Descriptors the client process had open at the middle of the counted
     /// window, minus those it had before the run's sockets were opened,
@@ -280,22 +281,132 @@ impl Census {
 #[derive(Debug, Default)]
 struct Counter(AtomicU64);
 
-/// `threads` threads, each with its own connection, ping-pong at once for
-/// `warmup` and then `window`; counts the round trips of the window, and
-/// takes a census of descriptors and threads at its middle (cases b and e).
+/// Who uses which connection in a throughput run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Shape {
+    /// Each thread has its own connection (cases b and e).
+    Own { threads: usize },
+    /// `workers` threads share `connections` connections through one queue:
+    /// a worker takes the connection at its head, makes one round trip and
+    /// puts it back at its tail, so that each connection goes from thread
+    /// to thread as in a pool (case f).
+    Pool { workers: usize, connections: usize },
+}
+
+impl Shape {
+    fn threads(self) -> usize {
+        match self {
+            Shape::Own { threads } => threads,
+            Shape::Pool { workers, .. } => workers,
+        }
+    }
+
+    fn connections(self) -> usize {
+        match self {
+            Shape::Own { threads } => threads,
+            Shape::Pool { connections, .. } => connections,
+        }
+    }
+}
+
+/// The connections of a pool, waiting for a worker.
+#[derive(Debug)]
+struct Queue {
+    conns: Mutex<VecDeque<Conn>>,
+    ready: Condvar,
+}
+
+impl Queue {
+    /// The connection at the head, waiting for one to come back if none
+    /// is in; `None` once `stop` is set.
+    fn take(&self, stop: &AtomicBool) -> Option<Conn> {
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            if let Some(conn) = conns.pop_front() {
+                return Some(conn);
+            }
+            // Bounded, so that a worker waiting here sees `stop`.
+            conns = self
+                .ready
+                .wait_timeout(conns, Duration::from_millis(10))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn put(&self, conn: Conn) {
+        self.conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(conn);
+        self.ready.notify_one();
+    }
+}
+
+/// What one thread of a throughput run works on.
+enum Work {
+    Own(Conn),
+    Pool(Arc<Queue>),
+}
+
+impl Work {
+    /// One round trip; false once `stop` is set.
+    fn round_trip(
+        &mut self,
+        request: &[u8],
+        reply: &mut [u8],
+        stop: &AtomicBool,
+    ) -> io::Result<bool> {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match self {
+            Work::Own(conn) => conn.round_trip(request, reply)?,
+            Work::Pool(queue) => {
+                let Some(mut conn) = queue.take(stop) else {
+                    return Ok(false);
+                };
+                let result = conn.round_trip(request, reply);
+                queue.put(conn);
+                result?;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The threads and connections of `shape` ping-pong at once for `warmup`
+/// and then `window`; counts the round trips of the window, and takes a
+/// census of descriptors and threads at its middle (cases b, e and f).
 pub(crate) fn many_connections(
     client: Client,
     server: &Server,
     size: usize,
-    threads: usize,
+    shape: Shape,
     warmup: Duration,
     window: Duration,
 ) -> io::Result<Throughput> {
+    let threads = shape.threads();
     let before = Census::before();
     // Connect first, so that no thread is still connecting while others count.
-    let conns = (0..threads)
+    let conns = (0..shape.connections())
         .map(|_| client.connect(server.addr))
         .collect::<io::Result<Vec<_>>>()?;
+    let mut works: Vec<Work> = match shape {
+        Shape::Own { .. } => conns.into_iter().map(Work::Own).collect(),
+        Shape::Pool { .. } => {
+            let queue = Arc::new(Queue {
+                conns: Mutex::new(conns.into()),
+                ready: Condvar::new(),
+            });
+            (0..threads)
+                .map(|_| Work::Pool(Arc::clone(&queue)))
+                .collect()
+        }
+    };
     let counters: Arc<Vec<Counter>> = Arc::new((0..threads).map(|_| Counter::default()).collect());
     let stop = Arc::new(AtomicBool::new(false));
     // A gate rather than a barrier: if a thread cannot be started, dropping
@@ -303,7 +414,7 @@ pub(crate) fn many_connections(
     let gate = Arc::new(RwLock::new(()));
     let closed = gate.write().unwrap_or_else(|e| e.into_inner());
     let mut handles = Vec::with_capacity(threads);
-    for (i, mut conn) in conns.into_iter().enumerate() {
+    for (i, mut work) in works.drain(..).enumerate() {
         let thread_counters = Arc::clone(&counters);
         let thread_stop = Arc::clone(&stop);
         let thread_gate = Arc::clone(&gate);
@@ -313,14 +424,14 @@ pub(crate) fn many_connections(
             .spawn(move || -> io::Result<()> {
                 let request = payload(size);
                 let mut reply = vec![0u8; size];
-                conn.warm_up(&request, &mut reply, 1)?;
+                // In the thread that uses it (a pool's: one of them).
+                work.round_trip(&request, &mut reply, &thread_stop)?;
                 drop(thread_gate.read().unwrap_or_else(|e| e.into_inner()));
                 let counter = &thread_counters[i].0;
                 for _ in 0..MAX_RTTS_PER_THREAD {
-                    if thread_stop.load(Ordering::Relaxed) {
+                    if !work.round_trip(&request, &mut reply, &thread_stop)? {
                         break;
                     }
-                    conn.round_trip(&request, &mut reply)?;
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())
@@ -368,7 +479,7 @@ pub(crate) fn many_connections(
         return Err(e);
     }
     let rtts = rtts_after - rtts_before;
-    let (extra_fds, added_threads) = mid.added(before, threads);
+    let (extra_fds, added_threads) = mid.added(before, shape.connections());
     Ok(Throughput {
         rtts_per_sec: rtts as f64 / elapsed.as_secs_f64(),
         client_cpu: per_rtt(cpu_after.saturating_sub(cpu_before), rtts),

@@ -134,6 +134,8 @@ impl ThroughputRounds {
 #[derive(Debug)]
 pub(crate) struct ThroughputCase {
     pub(crate) threads: usize,
+    /// A pool's connections, which its threads share (case f).
+    pub(crate) shared: Option<usize>,
     pub(crate) peers: Vec<ThroughputRounds>,
 }
 
@@ -149,8 +151,10 @@ fn throughput_table(out: &mut String, cases: &[ThroughputCase]) {
         for peer in &case.peers {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+                "| {}{} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
                 case.threads,
+                case.shared
+                    .map_or(String::new(), |n| format!(" sharing {n} connections")),
                 peer.name,
                 show(peer.median_of(|t| t.rtts_per_sec), 0),
                 show(peer.median_of(|t| micros(t.client_cpu)), 2),
@@ -195,6 +199,49 @@ fn throughput_warnings(label: &str, case: &ThroughputCase, warnings: &mut Vec<St
     }
 }
 
+/// A throughput case's table, then facade / std: round trips per second
+/// (against `goal`, if it has one) and client CPU per round trip.
+fn versus_std(
+    out: &mut String,
+    label: &str,
+    case: &ThroughputCase,
+    goal: Option<f64>,
+    warnings: &mut Vec<String>,
+) {
+    throughput_table(out, std::slice::from_ref(case));
+    throughput_warnings(label, case, warnings);
+    let [facade, std, ..] = case.peers.as_slice() else {
+        return;
+    };
+    let tput = facade.ratios(std, |t| t.rtts_per_sec);
+    let cpu = facade.ratios(std, |t| t.client_cpu.as_secs_f64());
+    let m = median(tput.clone());
+    let _ = writeln!(
+        out,
+        "\n| facade / std (median of per-round ratios) | value | goal | |\n|---|---:|---:|---|"
+    );
+    let _ = match goal {
+        Some(goal) => writeln!(
+            out,
+            "| round trips/s | {} | >= {goal:.2}x | {} |",
+            ratio(m),
+            verdict(m >= goal, m)
+        ),
+        None => writeln!(out, "| round trips/s | {} | | |", ratio(m)),
+    };
+    let _ = writeln!(
+        out,
+        "| client CPU per round trip | {} | | |",
+        ratio(median(cpu.clone()))
+    );
+    let _ = writeln!(
+        out,
+        "\nPer round, facade / std: round trips/s [{}]; client CPU [{}].\n",
+        list(&tput),
+        list(&cpu)
+    );
+}
+
 /// Pooled waits of one peer of the timeout case.
 #[derive(Debug)]
 pub(crate) struct AccuracyRows {
@@ -224,6 +271,9 @@ pub(crate) struct Results {
     /// Case b: facade, std.
     pub(crate) throughput: Option<ThroughputCase>,
     pub(crate) throughput_head: String,
+    /// Case f: facade, std.
+    pub(crate) pool: Option<ThroughputCase>,
+    pub(crate) pool_head: String,
     /// Case d: facade, std.
     pub(crate) accuracy: Vec<AccuracyRows>,
     pub(crate) accuracy_head: String,
@@ -345,40 +395,22 @@ pub(crate) fn markdown(setup: &Setup, results: &Results) -> (String, Vec<String>
         }
     }
 
-    if let Some(case @ ThroughputCase { peers, .. }) = &results.throughput {
-        if let [facade, std, ..] = peers.as_slice() {
-            let _ = writeln!(
-                out,
-                "## b. Many connections at once, 64-byte ping-pong\n\n{}\n",
-                results.throughput_head
-            );
-            throughput_table(&mut out, std::slice::from_ref(case));
-            throughput_warnings("b", case, &mut warnings);
-            let tput = facade.ratios(std, |t| t.rtts_per_sec);
-            let cpu = facade.ratios(std, |t| t.client_cpu.as_secs_f64());
-            let m = median(tput.clone());
-            let _ = writeln!(
-                out,
-                "\n| facade / std (median of per-round ratios) | value | goal | |\n|---|---:|---:|---|"
-            );
-            let _ = writeln!(
-                out,
-                "| round trips/s | {} | >= {GOAL_THROUGHPUT:.2}x | {} |",
-                ratio(m),
-                verdict(m >= GOAL_THROUGHPUT, m)
-            );
-            let _ = writeln!(
-                out,
-                "| client CPU per round trip | {} | | |",
-                ratio(median(cpu.clone()))
-            );
-            let _ = writeln!(
-                out,
-                "\nPer round, facade / std: round trips/s [{}]; client CPU [{}].\n",
-                list(&tput),
-                list(&cpu)
-            );
-        }
+    if let Some(case) = &results.throughput {
+        let _ = writeln!(
+            out,
+            "## b. Many connections at once, 64-byte ping-pong\n\n{}\n",
+            results.throughput_head
+        );
+        versus_std(&mut out, "b", case, Some(GOAL_THROUGHPUT), &mut warnings);
+    }
+
+    if let Some(case) = &results.pool {
+        let _ = writeln!(
+            out,
+            "## f. A pool: threads taking turns on shared connections, 64-byte ping-pong\n\n{}\n",
+            results.pool_head
+        );
+        versus_std(&mut out, "f", case, None, &mut warnings);
     }
 
     if !results.accuracy.is_empty() {
