@@ -54,7 +54,7 @@
 //!   median of the per-round ratios facade / std and CPython / facade; and,
 //!   from the smallest size to the largest, how each peer's round trips per
 //!   second, CPU per round trip and descriptors per thread change.
-//! - **f.** A pool: `SYNC_POOL` (default `8x64`) worker threads share that
+//! - **f.** A pool: `SYNC_POOL` (default `32x64`) worker threads share that
 //!   many connections through one queue; a worker takes the connection at
 //!   its head, makes one round trip and puts it back at the tail, so each
 //!   connection goes from thread to thread. Case b's warm-up, window,
@@ -187,7 +187,7 @@ impl Settings {
                 rtts: var("SYNC_RTTS", 20_000)?,
                 threads: var("SYNC_THREADS", 64)?,
                 crowd: list("SYNC_CROWD", &[64, 512])?,
-                pool: pool("SYNC_POOL", (8, 64))?,
+                pool: pool("SYNC_POOL", (32, 64))?,
                 window: Duration::from_secs_f64(var("SYNC_SECS", 2.0)?),
                 many_warmup: MANY_WARMUP,
                 idle: var("SYNC_IDLE", 1000)?,
