@@ -502,8 +502,8 @@ fn contain(body: impl FnOnce()) -> io::Result<()> {
 // A thread's own reactor.
 
 /// The handler of a thread's own reactor. The thread's one wait checks its
-/// ticks after every turn, so this only moves ticks and records how the
-/// turn ended.
+/// ticks after every turn, so this only moves ticks, records how the turn
+/// ended, and leaves sockets that have moved on to another thread.
 struct Own {
     /// The wait's deadline timer fired.
     timed_out: bool,
@@ -537,13 +537,19 @@ impl Handler for Own {
         // thread (a connection handed around a pool, say). Leave it to
         // that one, or every event would wake this thread as well. The
         // next wait here registers it again.
-        if !self.targets.contains(&std::ptr::from_ref(source)) && source.leave_if_shared(&self.home)
-        {
-            // Lent to this call: deregistered from the OS as it returns,
-            // with the descriptor kept open until then.
-            let _ = reactor.deregister(token);
-            self.leaving.push(io);
+        if self.targets.contains(&std::ptr::from_ref(source)) {
+            return;
         }
+        let (home, leaving) = (&self.home, &mut self.leaving);
+        // A panic here leaves the socket registered: a spurious wake or two.
+        let _ = contain(|| {
+            if source.leave_if_shared(home) {
+                // Lent to this call: deregistered from the OS as it
+                // returns, with the descriptor kept open until then.
+                let _ = reactor.deregister(token);
+                leaving.push(Arc::clone(&io));
+            }
+        });
     }
 
     fn timer(&mut self, _: &mut Reactor<Own>, _: TimerId, _: &mut ()) {
