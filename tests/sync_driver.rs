@@ -27,7 +27,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ontime_sync::testing::{fail_registrations, panic_in_dispatch, reactors, use_spare_reactor};
+use ontime_sync::testing::{
+    fail_registrations, panic_in_dispatch, reactors, stall_spare_after_filing, use_spare_reactor,
+};
 use ontime_sync::{select, Mode, Selectable, Selected, TcpStream};
 
 mod common;
@@ -683,6 +685,33 @@ fn spare_shutdown_from_another_thread_wakes_a_blocked_recv() {
 
 /// A zero-timeout select in the spare reactor does not wait, and takes in
 /// the readiness of a socket new to that reactor on its first look.
+/// The spare reactor's thread, held up after filing a wait until past the
+/// wait's deadline, still polls the socket it has just registered before
+/// the deadline may end the wait: a socket ready all along is reported,
+/// not timed out.
+#[test]
+fn spare_held_up_past_a_deadline_polls_new_registrations_first() {
+    watchdog(WATCHDOG, || {
+        let listener = listener();
+        for timeout in [Duration::from_millis(1), Duration::from_micros(50)] {
+            let (queued, _server) = queued_pair_on(&listener, b"data");
+            stall_spare_after_filing(&queued, timeout * 5);
+            let selected = on_spare(|| select(&[&queued], &[], Some(timeout))).expect("select");
+            assert_eq!(
+                selected.readable,
+                vec![0],
+                "timeout {timeout:?}: data queued before the select"
+            );
+            // And a deadline that ends a wait with nothing ready still does.
+            let (idle, _idle_server) = pair_on(&listener);
+            stall_spare_after_filing(&idle, timeout * 5);
+            let (selected, elapsed) = timed(|| on_spare(|| select(&[&idle], &[], Some(timeout))));
+            assert!(selected.expect("select").is_empty());
+            assert_timed_out(elapsed, timeout);
+        }
+    });
+}
+
 #[test]
 fn spare_zero_timeout_select_looks_once_without_waiting() {
     watchdog(WATCHDOG, || {

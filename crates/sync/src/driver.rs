@@ -120,6 +120,10 @@ pub(crate) struct Source {
     /// Test hook: how many of the socket's next registrations fail.
     #[cfg(feature = "testing")]
     pub(crate) failing_registrations: AtomicUsize,
+    /// Test hook: how long, in microseconds, the spare reactor's thread
+    /// stalls after it next files a wait on this socket.
+    #[cfg(feature = "testing")]
+    pub(crate) stall_after_filing: AtomicU64,
 }
 
 impl Source {
@@ -137,6 +141,8 @@ impl Source {
             panic_next: AtomicBool::new(false),
             #[cfg(feature = "testing")]
             failing_registrations: AtomicUsize::new(0),
+            #[cfg(feature = "testing")]
+            stall_after_filing: AtomicU64::new(0),
         }
     }
 
@@ -719,6 +725,9 @@ struct Waiter {
     /// With `FAILED`: why.
     error: Mutex<Option<io::Error>>,
     thread: Thread,
+    /// The spare reactor's turn that filed the wait (only its thread
+    /// touches this).
+    filed: AtomicU64,
 }
 
 const WAITING: u8 = 0;
@@ -779,10 +788,9 @@ enum Request {
         deadline: Deadline,
         waiter: Arc<Waiter>,
     },
-    /// The end of a wait whose deadline is now (`None`) or about to pass,
-    /// posted by the reactor to itself so that it comes after one more
-    /// poll.
-    Expire(Arc<Waiter>, Option<std::time::Instant>),
+    /// The end of a wait whose deadline is now or has passed, posted by the
+    /// reactor to itself so that it comes after one more poll.
+    Expire(Arc<Waiter>),
     /// A socket closed.
     Forget(Token),
 }
@@ -790,6 +798,8 @@ enum Request {
 /// The spare reactor's handler.
 struct Dispatch {
     home: Arc<Home>,
+    /// Turns ended so far.
+    turn: u64,
 }
 
 impl Dispatch {
@@ -806,26 +816,15 @@ impl Dispatch {
             waiter.settle(READY);
             return;
         }
+        waiter.filed.store(self.turn, Ordering::Relaxed);
         let timer = match deadline {
-            // Far enough that a poll comes between now and the timer.
-            Deadline::At(at) if at > std::time::Instant::now() + TICK => {
-                Some(reactor.timer_at(at, Arc::clone(waiter)))
-            }
+            // If it fires in this very turn, before a poll has taken in the
+            // sockets registered now, it only asks for an `Expire`.
+            Deadline::At(at) => Some(reactor.timer_at(at, Arc::clone(waiter))),
             Deadline::Never => None,
-            // A zero timeout, or a deadline so near that its timer could
-            // fire in this very turn: after one more poll (which takes in
-            // the state of the sockets registered now), it expires, or
-            // gets its timer then.
-            Deadline::At(at) => {
-                let _ = reactor
-                    .remote()
-                    .post(Request::Expire(Arc::clone(waiter), Some(at)));
-                None
-            }
+            // A zero timeout: after one more poll.
             Deadline::Now => {
-                let _ = reactor
-                    .remote()
-                    .post(Request::Expire(Arc::clone(waiter), None));
+                let _ = reactor.remote().post(Request::Expire(Arc::clone(waiter)));
                 None
             }
         };
@@ -853,6 +852,17 @@ impl Dispatch {
         if !waiter.is_waiting() {
             if let Some(timer) = timer {
                 reactor.cancel_timer(timer);
+            }
+        }
+        #[cfg(feature = "testing")]
+        for target in targets {
+            let micros = target
+                .io
+                .source()
+                .stall_after_filing
+                .swap(0, Ordering::AcqRel);
+            if micros > 0 {
+                thread::sleep(Duration::from_micros(micros));
             }
         }
     }
@@ -895,8 +905,19 @@ impl Handler for Dispatch {
         }
     }
 
-    fn timer(&mut self, _: &mut Reactor<Dispatch>, _: TimerId, waiter: &mut Arc<Waiter>) {
-        waiter.settle(TIMED_OUT);
+    fn timer(&mut self, reactor: &mut Reactor<Dispatch>, _: TimerId, waiter: &mut Arc<Waiter>) {
+        if waiter.filed.load(Ordering::Relaxed) == self.turn {
+            // Filed in this turn (the thread was held up between the post
+            // and now): the sockets registered then have not been polled
+            // yet, and one of them may be ready. After one more poll.
+            let _ = reactor.remote().post(Request::Expire(Arc::clone(waiter)));
+        } else {
+            waiter.settle(TIMED_OUT);
+        }
+    }
+
+    fn turn_end(&mut self, _: &mut Reactor<Dispatch>) {
+        self.turn += 1;
     }
 
     fn message(&mut self, reactor: &mut Reactor<Dispatch>, request: Request) {
@@ -918,13 +939,7 @@ impl Handler for Dispatch {
                     waiter.fail(e);
                 }
             }
-            Request::Expire(waiter, at) => match at {
-                Some(at) if waiter.is_waiting() && std::time::Instant::now() < at => {
-                    // Never early: a timer for the rest (within a tick).
-                    reactor.timer_at(at, waiter);
-                }
-                _ => waiter.settle(TIMED_OUT),
-            },
+            Request::Expire(waiter) => waiter.settle(TIMED_OUT),
             // No wait is open on a closed socket (a waiting call holds a
             // handle): its lists hold settled waits only.
             Request::Forget(token) => drop(reactor.forget(token)),
@@ -961,6 +976,7 @@ impl Spare {
         let remote = reactor.remote();
         let dispatch = Dispatch {
             home: Home::new(Inbox::Spare(reactor.remote())),
+            turn: 0,
         };
         let spare = Spare {
             remote,
@@ -1001,6 +1017,7 @@ impl Spare {
             state: AtomicU8::new(WAITING),
             error: Mutex::new(None),
             thread: thread::current(),
+            filed: AtomicU64::new(0),
         });
         let request = Request::Wait {
             targets: targets.to_vec(),

@@ -1,7 +1,8 @@
 //! Hooks for tests: how to know that a call is really waiting rather than
 //! sleeping and hoping, a way into the spare reactor without running out
-//! of descriptors, a panic injected where a bug would panic, and a failed
-//! registration without exhausting the kernel's. Built only
+//! of descriptors, a panic injected where a bug would panic, a failed
+//! registration without exhausting the kernel's, and a stall of the spare
+//! reactor's thread at the worst moment. Built only
 //! with the `testing` feature; not part of the crate's API.
 
 use std::cell::Cell;
@@ -70,4 +71,14 @@ pub fn fail_registrations(sock: &dyn Selectable, n: usize) {
         .source()
         .failing_registrations
         .store(n, Ordering::Release);
+}
+
+/// Makes the spare reactor's thread stall for `by` right after it next
+/// files a wait on `sock` (after registering it and arming the deadline's
+/// timer, before polling), as a thread the scheduler holds up would.
+pub fn stall_spare_after_filing(sock: &dyn Selectable, by: Duration) {
+    sock.select_handle().io().source().stall_after_filing.store(
+        u64::try_from(by.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Release,
+    );
 }
