@@ -5,7 +5,8 @@
 //! Every thread that waits has an `ontime_core::Reactor` of its own, made
 //! at its first wait and dropped when the thread exits. A wait registers
 //! its sockets in the calling thread's reactor (once: a socket stays
-//! registered there until it closes or the thread exits), puts its
+//! registered there until it closes, the thread exits, or it moves on to
+//! another thread, below), puts its
 //! deadline in that reactor's timer wheel, and turns the reactor until a
 //! socket it waits for moves or the deadline passes. So the kernel wakes
 //! each waiting thread directly, from wherever the packet arrived; no
@@ -54,7 +55,9 @@
 //! so that it exists when descriptors run out, and driven by a thread of
 //! its own started when first needed. Its waits are posted to it, and it
 //! wakes their threads when they are settled; their deadlines are timers
-//! in its wheel.
+//! in its wheel. A wait is filed between two polls, so a timer that fires
+//! in the turn that filed its wait (the thread was held up) only ends the
+//! wait after the next poll, which takes in the sockets filed with it.
 //!
 //! # Panics
 //!
