@@ -116,7 +116,7 @@ pub(crate) struct Source {
     /// take no lock.
     first_home: AtomicU64,
     /// The reactors the socket is registered in, with its token in each.
-    homes: Mutex<Vec<(Weak<Home>, Token)>>,
+    homes: Mutex<Vec<Homed>>,
     /// Test hook: the next dispatch of an event for this socket panics.
     #[cfg(feature = "testing")]
     pub(crate) panic_next: AtomicBool,
@@ -220,7 +220,7 @@ impl Source {
         })
     }
 
-    fn homes(&self) -> MutexGuard<'_, Vec<(Weak<Home>, Token)>> {
+    fn homes(&self) -> MutexGuard<'_, Vec<Homed>> {
         // Nothing panics while holding this lock but an allocation failure
         // in `push`, after which the list is still consistent.
         self.homes.lock().unwrap_or_else(|e| e.into_inner())
@@ -229,29 +229,22 @@ impl Source {
     /// How many live reactors the socket is registered in.
     #[cfg(feature = "testing")]
     pub(crate) fn reactors(&self) -> usize {
-        self.homes()
-            .iter()
-            .filter(|(h, _)| h.strong_count() > 0)
-            .count()
+        self.homes().iter().filter(|h| h.lives()).count()
     }
 
     /// Takes `home` off the socket's reactors if another live one has the
     /// socket too; whether it did. The caller then deregisters it there.
-    fn leave_if_shared(&self, home: &Arc<Home>) -> bool {
+    fn leave_if_shared(&self, home: &Home) -> bool {
         let mut homes = self.homes();
-        homes.retain(|(h, _)| h.strong_count() > 0);
+        homes.retain(Homed::lives);
         if homes.len() < 2 {
             return false;
         }
-        homes.retain(|(h, _)| Weak::as_ptr(h) != Arc::as_ptr(home));
+        homes.retain(|h| h.id != home.id);
         if self.first_home.load(Ordering::Acquire) == home.id {
             // Another reactor the socket stays in (the list holds only live
             // ones, and a reader that sees its id finds it registered).
-            let next = homes
-                .iter()
-                .find_map(|(h, _)| h.upgrade())
-                .map_or(0, |h| h.id);
-            self.first_home.store(next, Ordering::Release);
+            self.first_home.store(homes[0].id, Ordering::Release);
         }
         true
     }
@@ -263,9 +256,9 @@ impl Drop for Source {
     /// token at its next turn.
     fn drop(&mut self) {
         let homes = std::mem::take(self.homes.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for (home, token) in homes {
-            if let Some(home) = home.upgrade() {
-                home.forget(token);
+        for homed in homes {
+            if let Some(home) = homed.home.upgrade() {
+                home.forget(homed.token);
             }
         }
     }
@@ -420,6 +413,22 @@ impl Home {
     }
 }
 
+/// One reactor a socket is registered in, as the socket lists it: by id
+/// (the one identity of a reactor, also the fast path's), with a weak
+/// reference to post it the token to forget.
+#[derive(Debug)]
+struct Homed {
+    id: u64,
+    home: Weak<Home>,
+    token: Token,
+}
+
+impl Homed {
+    fn lives(&self) -> bool {
+        self.home.strong_count() > 0
+    }
+}
+
 /// What a registration carries: the descriptor, and a weak reference to
 /// the socket (a reactor never keeps a socket open).
 struct Entry {
@@ -446,15 +455,10 @@ fn register<H: Handler<State = Entry>>(
 ) -> io::Result<Token> {
     let source = io.source();
     let mut homes = source.homes();
-    // A weak reference keeps its allocation, so a live home's address is
-    // never a dead one's.
-    if let Some(&(_, token)) = homes
-        .iter()
-        .find(|(h, _)| Weak::as_ptr(h) == Arc::as_ptr(home))
-    {
-        return Ok(token);
+    if let Some(homed) = homes.iter().find(|h| h.id == home.id) {
+        return Ok(homed.token);
     }
-    homes.retain(|(h, _)| h.strong_count() > 0);
+    homes.retain(Homed::lives);
     #[cfg(feature = "testing")]
     if source
         .failing_registrations
@@ -470,16 +474,18 @@ fn register<H: Handler<State = Entry>>(
         waits: [Vec::new(), Vec::new()],
     };
     let token = reactor.register(entry, Interest::READABLE | Interest::WRITABLE)?;
-    homes.push((Arc::downgrade(home), token));
+    homes.push(Homed {
+        id: home.id,
+        home: Arc::downgrade(home),
+        token,
+    });
     // The fast path's reactor: the first, or this one once the first is
-    // gone (its thread exited), so that a socket outliving its first
-    // waiter's thread keeps a lock-free check. Set after the push: a reader
-    // that sees this id finds the registration made.
+    // gone (its thread exited, or it left the socket), so that a socket
+    // outliving its first waiter's thread keeps a lock-free check. Set
+    // after the push: a reader that sees this id finds the registration
+    // made. The list holds live reactors only, after the `retain`.
     let first = source.first_home.load(Ordering::Acquire);
-    let first_lives = homes
-        .iter()
-        .any(|(h, _)| h.upgrade().is_some_and(|h| h.id == first));
-    if !first_lives {
+    if !homes.iter().any(|h| h.id == first) {
         source.first_home.store(home.id, Ordering::Release);
     }
     Ok(token)
@@ -572,11 +578,10 @@ impl Handler for Own {
     }
 }
 
-/// A thread's own reactor and what goes with it.
+/// A thread's own reactor and its handler.
 struct Local {
     reactor: Reactor<Own>,
     own: Own,
-    home: Arc<Home>,
 }
 
 /// Readiness events one poll of a thread's reactor takes: a thread waits
@@ -604,10 +609,9 @@ impl Local {
                 timed_out: false,
                 failure: None,
                 targets: Vec::new(),
-                home: Arc::clone(&home),
+                home,
                 leaving: Vec::new(),
             },
-            home,
         })
     }
 
@@ -620,10 +624,10 @@ impl Local {
         deadline: Deadline,
     ) -> Option<(io::Result<Outcome>, bool)> {
         for target in targets {
-            if is_registered_in(&*target.io, &self.home) {
+            if is_registered_in(&*target.io, &self.own.home) {
                 continue;
             }
-            if let Err(e) = register(&mut self.reactor, &self.home, &target.io) {
+            if let Err(e) = register(&mut self.reactor, &self.own.home, &target.io) {
                 log::debug!(
                     "registering fd {} in this thread's reactor failed ({e}): the spare one",
                     target.io.raw_fd()
@@ -631,7 +635,7 @@ impl Local {
                 return None;
             }
         }
-        let Local { reactor, own, .. } = self;
+        let Local { reactor, own } = self;
         own.timed_out = false;
         own.failure = None;
         own.targets.clear();
