@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use ontime::serve::{Report, Shutdown};
 
-use common::{assert_not_late, in_child, watchdog, MUST_SUCCEED, WATCHDOG};
+use common::{assert_not_late, eventually, in_child, watchdog, MUST_SUCCEED, WATCHDOG};
 use kv_server::Options;
 
 // ---- RESP2 replies ------------------------------------------------------
@@ -425,22 +425,6 @@ fn info_number(client: &mut Client, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("INFO has no {field}: {info:?}"))
         .parse()
         .unwrap_or_else(|_| panic!("INFO's {field} is not a number: {info:?}"))
-}
-
-/// Polls `done` every few milliseconds until it holds, for at most
-/// `limit`; returns whether it held.
-fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    for _ in 0..100_000 {
-        if done() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-    false
 }
 
 /// Sends each request in turn on `c` and compares its reply; returns every

@@ -27,6 +27,22 @@ pub(crate) const PROMPTLY: Duration = Duration::from_millis(250);
 /// killed; below [`WATCHDOG`], so that the child never outlives its test.
 pub(crate) const CHILD_LIMIT: Duration = Duration::from_secs(30);
 
+/// Polls `done` every few milliseconds until it holds, for at most
+/// `limit`; returns whether it held.
+pub(crate) fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    for _ in 0..100_000 {
+        if done() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
 // ---- Running a test --------------------------------------------------------
 
 /// Runs `f` on its own thread (named after the test's) and fails the test
