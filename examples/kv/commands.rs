@@ -2,6 +2,7 @@
 //! with Redis's replies and error messages (clients match on them).
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use ontime::serve::{Conn, Context};
 
@@ -85,19 +86,20 @@ fn int_arg(input: &[u8], args: &Args, i: usize) -> Option<i64> {
     parse_int(args.get(input, i))
 }
 
-/// A TTL of `ms` milliseconds from now, as a deadline in nanoseconds on
-/// the store's clock: exactly the TTL after now, so that a key lives its
-/// TTL and not a moment more (Redis adds it to the current millisecond,
-/// rounded down, and may drop a key up to 1 ms early); `None` on overflow.
-fn deadline_after(kv: &Kv, ms: i64) -> Option<u128> {
+/// A TTL of `ms` milliseconds from now, as a deadline on the store's
+/// clock: exactly the TTL after now, so that a key lives its TTL and not a
+/// moment more (Redis adds it to the current millisecond, rounded down, and
+/// expires the key once a later millisecond has begun, so it may serve a
+/// key up to 1 ms past its TTL); `None` on overflow.
+fn deadline_after(kv: &Kv, ms: i64) -> Option<Duration> {
     // Redis keeps absolute Unix milliseconds in an i64: a TTL that would
     // overflow one is invalid there, and so here.
     let unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     ms.checked_add(unix_ms)?;
-    let ms = u128::try_from(ms).ok()?;
-    Some(kv.store.now() + ms * 1_000_000)
+    let ms = u64::try_from(ms).ok()?;
+    kv.store.now().checked_add(Duration::from_millis(ms))
 }
 
 fn cancel<S: ontime::serve::Service>(cx: &mut Context<'_, S>, removed: Removed) {
@@ -136,7 +138,7 @@ macro_rules! collection {
 }
 
 /// Gives `key` a TTL with deadline `at` (the key is present).
-fn arm(kv: &mut Kv, conn: &mut Conn<'_, Kv>, key: &[u8], at: u128) {
+fn arm(kv: &mut Kv, conn: &mut Conn<'_, Kv>, key: &[u8], at: Duration) {
     let timer = conn.timer_at(kv.store.instant(at), Some(key.into()));
     let removed = kv.store.set_ttl(key, Ttl { at, timer });
     cancel(conn, removed);
@@ -284,9 +286,10 @@ pub(crate) fn execute(
                 Some(Entry { ttl: None, .. }) => return out.int(-1),
                 Some(Entry { ttl: Some(ttl), .. }) => ttl.at,
             };
-            let left_ns = ttl.saturating_sub(kv.store.now());
+            let left_ns = ttl.saturating_sub(kv.store.now()).as_nanos();
             // Rounded up, so that right after `PX n` this is n, as in
-            // Redis, and a live key never reports 0.
+            // Redis (0 only if the deadline passed since the lookup, as
+            // Redis too may answer).
             let left_ms = left_ns.div_ceil(1_000_000) as i64;
             if name == b"ttl" {
                 out.int((left_ms + 500) / 1000);
@@ -675,7 +678,8 @@ pub(crate) fn execute(
 fn set(kv: &mut Kv, conn: &mut Conn<'_, Kv>, input: &[u8], args: &Args, out: &mut Out) {
     let arg = |i: usize| args.get(input, i);
     let (mut nx, mut xx, mut keep_ttl, mut get) = (false, false, false, false);
-    let mut ttl_ms: Option<i64> = None;
+    // The deadline of the last EX or PX, computed as it is validated.
+    let mut deadline: Option<Duration> = None;
     // Whether the TTL was given in seconds (EX) or milliseconds (PX).
     let mut unit: Option<bool> = None;
     let mut i = 3;
@@ -688,7 +692,7 @@ fn set(kv: &mut Kv, conn: &mut Conn<'_, Kv>, input: &[u8], args: &Args, out: &mu
             xx = true;
         } else if option.eq_ignore_ascii_case(b"get") {
             get = true;
-        } else if option.eq_ignore_ascii_case(b"keepttl") && ttl_ms.is_none() {
+        } else if option.eq_ignore_ascii_case(b"keepttl") && deadline.is_none() {
             keep_ttl = true;
         } else if (option.eq_ignore_ascii_case(b"ex") || option.eq_ignore_ascii_case(b"px"))
             && !keep_ttl
@@ -709,9 +713,12 @@ fn set(kv: &mut Kv, conn: &mut Conn<'_, Kv>, input: &[u8], args: &Args, out: &mu
             } else {
                 Some(n)
             };
-            match ms {
-                Some(ms) if ms > 0 && deadline_after(kv, ms).is_some() => ttl_ms = Some(ms),
-                _ => return out.error("ERR invalid expire time in 'set' command"),
+            match ms
+                .filter(|&ms| ms > 0)
+                .and_then(|ms| deadline_after(kv, ms))
+            {
+                Some(at) => deadline = Some(at),
+                None => return out.error("ERR invalid expire time in 'set' command"),
             }
             i += 1;
         } else {
@@ -744,14 +751,13 @@ fn set(kv: &mut Kv, conn: &mut Conn<'_, Kv>, input: &[u8], args: &Args, out: &mu
         None
     };
     let removed = kv.store.set(key, Value::Str(arg(2).into()));
-    match (kept, ttl_ms) {
+    match (kept, deadline) {
         (Some(ttl), _) => {
             // KEEPTTL: the same timer goes on.
             let Removed(_) = kv.store.set_ttl(key, ttl);
         }
-        (None, Some(ms)) => {
+        (None, Some(at)) => {
             cancel(conn, removed);
-            let at = deadline_after(kv, ms).expect("checked above");
             arm(kv, conn, key, at);
         }
         (None, None) => cancel(conn, removed),
@@ -843,7 +849,7 @@ fn expire(
         Some(entry) => entry.ttl.as_ref().map(|ttl| ttl.at),
     };
     let at = if ms <= 0 {
-        0
+        Duration::ZERO
     } else {
         match deadline_after(kv, ms) {
             Some(at) => at,

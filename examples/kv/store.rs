@@ -34,9 +34,11 @@ impl Value {
 /// A key's TTL: its deadline, and the wheel timer that removes it then.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ttl {
-    /// The deadline, in nanoseconds since `Store::epoch` (a `u128`: Redis
-    /// takes TTLs of millions of years): the key is gone from then on.
-    pub(crate) at: u128,
+    /// The deadline, as the time since `Store::epoch` (a `Duration` holds
+    /// the TTLs of millions of years that Redis takes, in 16 bytes aligned
+    /// to 8, so that the boxed TTL stays in a 32-byte allocation): the key
+    /// is gone from then on.
+    pub(crate) at: Duration,
     pub(crate) timer: TimerId,
 }
 
@@ -44,7 +46,7 @@ pub(crate) struct Ttl {
 pub(crate) struct Entry {
     pub(crate) value: Value,
     /// Boxed: most keys have none, and every entry pays for the field:
-    /// 8 bytes boxed, 48 inline (the table holds each entry
+    /// 8 bytes boxed, 24 inline (the table holds each entry
     /// inline, at a load of at most 7/8, and a million keys take two
     /// million slots).
     pub(crate) ttl: Option<Box<Ttl>>,
@@ -81,17 +83,16 @@ impl Store {
         self.volatile
     }
 
-    /// Now, in nanoseconds on the store's clock.
-    pub(crate) fn now(&self) -> u128 {
-        self.epoch.elapsed().as_nanos()
+    /// Now, on the store's clock.
+    pub(crate) fn now(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
     /// The instant of a deadline (saturating: a deadline millions of years
     /// away is as good as never).
-    pub(crate) fn instant(&self, at: u128) -> Instant {
-        u64::try_from(at)
-            .ok()
-            .and_then(|ns| self.epoch.checked_add(Duration::from_nanos(ns)))
+    pub(crate) fn instant(&self, at: Duration) -> Instant {
+        self.epoch
+            .checked_add(at)
             .unwrap_or_else(|| self.epoch + Duration::from_secs(1 << 40))
     }
 
