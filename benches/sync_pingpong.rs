@@ -497,16 +497,11 @@ fn throughput_rounds(
     shape: Shape,
     python: Option<&Path>,
 ) -> ThroughputCase {
-    let (threads, shared) = match shape {
-        Shape::Own { threads } => (threads, None),
-        Shape::Pool {
-            workers,
-            connections,
-        } => (workers, Some(connections)),
-    };
+    let threads = shape.threads();
+    let shared = matches!(shape, Shape::Pool { .. }).then(|| shape.connections());
     eprintln!(
         "case {case}: {threads} threads, {} connections, {SIZE} B, {:?} warm-up + {:?} counted, {} rounds",
-        shared.unwrap_or(threads),
+        shape.connections(),
         settings.many_warmup,
         settings.window,
         settings.rounds

@@ -294,14 +294,14 @@ pub(crate) enum Shape {
 }
 
 impl Shape {
-    fn threads(self) -> usize {
+    pub(crate) fn threads(self) -> usize {
         match self {
             Shape::Own { threads } => threads,
             Shape::Pool { workers, .. } => workers,
         }
     }
 
-    fn connections(self) -> usize {
+    pub(crate) fn connections(self) -> usize {
         match self {
             Shape::Own { threads } => threads,
             Shape::Pool { connections, .. } => connections,
@@ -312,37 +312,50 @@ impl Shape {
 /// The connections of a pool, waiting for a worker.
 #[derive(Debug)]
 struct Queue {
-    conns: Mutex<VecDeque<Conn>>,
+    inner: Mutex<Queued>,
     ready: Condvar,
+}
+
+#[derive(Debug)]
+struct Queued {
+    conns: VecDeque<Conn>,
+    /// Workers waiting for a connection: `put` wakes one only if there is
+    /// one (std's `notify_one` is a system call whether or not anyone
+    /// waits, which would add one to every round trip).
+    waiting: usize,
 }
 
 impl Queue {
     /// The connection at the head, waiting for one to come back if none
     /// is in; `None` once `stop` is set.
     fn take(&self, stop: &AtomicBool) -> Option<Conn> {
-        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut queued = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if stop.load(Ordering::Relaxed) {
                 return None;
             }
-            if let Some(conn) = conns.pop_front() {
+            if let Some(conn) = queued.conns.pop_front() {
                 return Some(conn);
             }
             // Bounded, so that a worker waiting here sees `stop`.
-            conns = self
+            queued.waiting += 1;
+            queued = self
                 .ready
-                .wait_timeout(conns, Duration::from_millis(10))
+                .wait_timeout(queued, Duration::from_millis(10))
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            queued.waiting -= 1;
         }
     }
 
     fn put(&self, conn: Conn) {
-        self.conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(conn);
-        self.ready.notify_one();
+        let mut queued = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        queued.conns.push_back(conn);
+        let wake = queued.waiting > 0;
+        drop(queued);
+        if wake {
+            self.ready.notify_one();
+        }
     }
 }
 
@@ -399,7 +412,10 @@ pub(crate) fn many_connections(
         Shape::Own { .. } => conns.into_iter().map(Work::Own).collect(),
         Shape::Pool { .. } => {
             let queue = Arc::new(Queue {
-                conns: Mutex::new(conns.into()),
+                inner: Mutex::new(Queued {
+                    conns: conns.into(),
+                    waiting: 0,
+                }),
                 ready: Condvar::new(),
             });
             (0..threads)
@@ -424,8 +440,12 @@ pub(crate) fn many_connections(
             .spawn(move || -> io::Result<()> {
                 let request = payload(size);
                 let mut reply = vec![0u8; size];
-                // In the thread that uses it (a pool's: one of them).
+                // In the thread that uses it (a pool's: one of them), and
+                // checked to echo its request.
                 work.round_trip(&request, &mut reply, &thread_stop)?;
+                if reply != request {
+                    return Err(io::Error::other("the reply is not the request"));
+                }
                 drop(thread_gate.read().unwrap_or_else(|e| e.into_inner()));
                 let counter = &thread_counters[i].0;
                 for _ in 0..MAX_RTTS_PER_THREAD {
