@@ -27,7 +27,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 mod common;
 
-use common::tcp::{full_accept_queue, refused_addr, small_buffer_pair};
+use common::tcp::{full_accept_queue, pair, refused_addr, small_buffer_pair};
 
 use common::{
     assert_prompt, assert_timed_out, assert_times_out, assert_waiting, expect_kind,
@@ -45,15 +45,6 @@ const CHILD_ENV: &str = "ONTIME_SYNC_CONTRACT_CHILD";
 
 // ---------------------------------------------------------------------------
 // Sockets
-
-/// A connected pair `(client, server)` made by the facade; with no default
-/// timeout both are blocking.
-fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let client = TcpStream::connect(listener.local_addr().expect("local_addr")).expect("connect");
-    let (server, _) = listener.accept().expect("accept");
-    (client, server)
-}
 
 /// The TCP state of `stream` (`tcpi_state` of `TCP_INFO`).
 fn tcp_state(stream: &TcpStream) -> u8 {

@@ -23,7 +23,7 @@ use ontime_sync::{create_connection, select, Mode, TcpListener, TcpStream};
 
 mod common;
 
-use common::tcp::{full_accept_queue, refused_addr, small_buffer_pair, SMALL_BUFFER};
+use common::tcp::{full_accept_queue, pair, refused_addr, small_buffer_pair, SMALL_BUFFER};
 
 use common::{
     assert_prompt, assert_timed_out, assert_times_out, assert_waiting, expect_kind,
@@ -39,15 +39,6 @@ const FILL_LIMIT: usize = 1024;
 
 // ---------------------------------------------------------------------------
 // Sockets
-
-/// A connected pair `(client, server)` made by the facade; with no default
-/// timeout both are blocking.
-fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let client = TcpStream::connect(listener.local_addr().expect("local_addr")).expect("connect");
-    let (server, _) = listener.accept().expect("accept");
-    (client, server)
-}
 
 /// How many IPv4 TCP sockets of this network namespace are in `SYN_SENT`
 /// towards `port` (from `/proc/net/tcp`).

@@ -858,7 +858,6 @@ fn datagram_shutdown_wakes_a_blocked_recv() {
                     let received = a.recv_from(&mut [0; 8]);
                     (received, Instant::now())
                 });
-                // The count is the waiting handle's, not the clone's.
                 assert_waiting(&a, 1, &format!("recv_from in {mode:?}"));
                 let shut = Instant::now();
                 clone.shutdown(Shutdown::Read).unwrap();

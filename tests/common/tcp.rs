@@ -1,5 +1,6 @@
-//! TCP sockets the facade's tests share: a pair with small buffers, an
-//! address that refuses, and a listener whose accept queue is full.
+//! TCP sockets the facade's tests share: a pair, a pair with small
+//! buffers, an address that refuses, and a listener whose accept queue is
+//! full.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -8,6 +9,15 @@ use ontime::sync::{select, TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::MUST_SUCCEED;
+
+/// A connected pair `(client, server)` made by the facade; with no default
+/// timeout both are blocking.
+pub(crate) fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("local_addr")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    (client, server)
+}
 
 /// `SO_SNDBUF` and `SO_RCVBUF` of [`small_buffer_pair`], the contract's
 /// bound for fill loops.

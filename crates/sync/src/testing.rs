@@ -61,6 +61,16 @@ pub fn panic_in_dispatch(sock: &dyn Selectable) {
         .store(true, Ordering::Release);
 }
 
+/// Whether a panic asked for by [`panic_in_dispatch`] on `sock` is still
+/// to come (false once it has been raised).
+pub fn panic_pending(sock: &dyn Selectable) -> bool {
+    sock.select_handle()
+        .io()
+        .source()
+        .panic_next
+        .load(Ordering::Acquire)
+}
+
 /// Makes the next `n` registrations of `sock` in a reactor fail with
 /// `ENOSPC`, as `epoll_ctl` does once a user has `max_user_watches` of them:
 /// the first in the waiting thread's reactor, the second (if `n` is 2) in
